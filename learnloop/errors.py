@@ -1,0 +1,29 @@
+"""One exception root for learnloop; each failure mode is a one-line subclass."""
+
+
+class LearnloopError(Exception):
+    """Root of every error learnloop raises on purpose."""
+
+
+class ConfigError(LearnloopError):
+    """Settings are invalid or inconsistent."""
+
+
+class ServiceUnreachable(LearnloopError):
+    """A configured Kafka broker or Redis server does not answer."""
+
+
+class EmbeddedStackError(LearnloopError):
+    """The embedded broker or redis-server could not be started."""
+
+
+class TopicMismatch(LearnloopError):
+    """An existing topic has a different partition count than configured."""
+
+
+class PartitionFenced(LearnloopError):
+    """Another consumer applied this partition past our position (rebalance)."""
+
+
+class UnknownModel(LearnloopError):
+    """A model name is not in the registry."""

@@ -1,0 +1,114 @@
+"""Features in Redis: decayed counters per user, item and (user, item), applied per batch.
+
+One Lua script applies a whole batch together with the partition's watermark, so the
+effects are exactly once: replaying offsets at or below the watermark changes nothing.
+
+Key layout (every feature key has a TTL; watermark keys never expire):
+
+- ``fu:{user}``, ``fi:{item}``, ``fui:{user}:{item}`` — hashes. Field ``t`` is the
+  reference event time; ``{type}|{half_life_s}`` a decayed count; ``{type}|sum|{half_life_s}``
+  a decayed sum of ``value``; ``last|{type}`` the newest event time of that type.
+- ``snap:{event_id}`` — JSON point-in-time snapshot of an exposure's features.
+- ``seen:{event_id}`` — de-duplication marker (the event's origin), with a TTL.
+- ``wm:features:{topic}:{partition}`` — last applied offset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+
+import orjson
+import redis
+
+from learnloop.events import Event
+from learnloop.settings import Settings
+
+_SCRIPT = resources.files("learnloop").joinpath("apply_batch.lua").read_text()
+
+
+def watermark_key(topic: str, partition: int) -> str:
+    """Last offset of ``topic``/``partition`` whose features are applied."""
+    return f"wm:features:{topic}:{partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The outcome for one event of a batch that needs a follow-up (scoring or counting)."""
+
+    offset: int
+    status: str  # "new" | "replay" | "dup"
+    snapshot: dict[str, float] | None
+
+
+class FeatureStore:
+    """Applies batches of events to the Redis features and reads feature hashes."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.half_lives = list(settings.half_lives_s)
+        self.exposure_types = frozenset(settings.exposure_types)
+        self._limits = {
+            "half_lives": self.half_lives,
+            "feature_ttl": settings.feature_ttl_s,
+            "snapshot_ttl": settings.snapshot_ttl_s,
+            "dedup_ttl": settings.dedup_ttl_s,
+        }
+        self._apply = client.register_script(_SCRIPT)
+
+    def apply_batch(
+        self, topic: str, partition: int, events: list[tuple[int, Event]]
+    ) -> list[Applied]:
+        """Apply ``(offset, event)`` pairs of one partition, in offset order, atomically."""
+        payload = {**self._limits, "events": [self._wire(o, e) for o, e in events]}
+        flat = self._apply(keys=[watermark_key(topic, partition)], args=[orjson.dumps(payload)])
+        results = []
+        for n in range(0, len(flat), 3):
+            raw = flat[n + 2]
+            snapshot = {k: float(v) for k, v in orjson.loads(raw).items()} if raw else None
+            results.append(Applied(int(flat[n]), flat[n + 1].decode(), snapshot))
+        return results
+
+    def _wire(self, offset: int, event: Event) -> dict:
+        wire = {
+            "o": offset, "id": event.event_id, "t": event.ts, "u": event.user_id,
+            "i": event.item_id or "", "k": event.type,
+            "x": 1 if event.type in self.exposure_types else 0,
+        }
+        if event.value is not None:
+            wire["v"] = event.value
+        return wire
+
+    def applied_offset(self, topic: str, partition: int) -> int | None:
+        """The partition's feature watermark, or None before its first batch."""
+        raw = self.client.get(watermark_key(topic, partition))
+        return None if raw is None else int(raw)
+
+    def read(self, user: str, item: str | None, at: float | None = None) -> dict[str, float]:
+        """Current features of a user (and item) as one flat map, decayed to time ``at``."""
+        keys = {"u": f"fu:{user}"}
+        if item:
+            keys |= {"i": f"fi:{item}", "ui": f"fui:{user}:{item}"}
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys.values():
+            pipe.hgetall(key)
+        flat: dict[str, float] = {}
+        for prefix, raw in zip(keys, pipe.execute(), strict=True):
+            state = {k.decode(): float(v) for k, v in raw.items()}
+            for field, value in decay_to(state, at).items():
+                flat[f"{prefix}.{field}"] = value
+        return flat
+
+
+def decay_to(state: dict[str, float], at: float | None) -> dict[str, float]:
+    """A feature hash as of time ``at`` (the Lua script's ``as_of``, for readers)."""
+    ref = state.get("t")
+    if at is None or ref is None or at <= ref:
+        return dict(state)
+    out = {}
+    for field, value in state.items():
+        if field != "t" and not field.startswith("last|"):
+            value *= math.pow(2.0, -(at - ref) / float(field.rsplit("|", 1)[1]))
+        out[field] = value
+    return out

@@ -1,0 +1,110 @@
+"""Settings: one frozen object, read from ``LEARNLOOP_*`` environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from learnloop.errors import ConfigError
+
+Names = Annotated[tuple[str, ...], NoDecode]
+Seconds = Annotated[tuple[int, ...], NoDecode]
+
+DEFAULT_EVENT_TYPES = ("impression", "click", "add_to_cart", "purchase", "rating", "dismiss")
+
+
+class Settings(BaseSettings):
+    """Everything learnloop can be configured with.
+
+    Unset ``kafka_bootstrap`` / ``redis_url`` mean "start the embedded stack".
+    ``redis_url`` is a secret because it may carry a password.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LEARNLOOP_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = None
+    redis_url: SecretStr | None = None
+
+    topic_interactions: str = "interactions"
+    topic_scores: str = "scores"
+    topic_dead_letters: str = "dead-letters"
+    topic_examples: str = "examples"
+    topic_drift_alerts: str = "drift-alerts"
+    partitions: int = Field(4, ge=1, le=1024)
+    consumer_group: str = "learnloop-interactions"
+    max_poll_records: int = Field(1000, ge=1)
+    poll_timeout_ms: int = Field(100, ge=1)
+    max_poll_interval_ms: int = Field(30_000, ge=1000)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9464, ge=0, le=65535)
+
+    champion: str = "item_ctr"
+    models: Names = ("item_ctr", "logreg")
+
+    event_types: Names = DEFAULT_EVENT_TYPES
+    exposure_types: Names = ("impression",)
+    half_lives_s: Seconds = (3600, 86_400, 604_800)
+    feature_ttl_s: int = Field(30 * 86_400, ge=60)
+    snapshot_ttl_s: int = Field(8 * 86_400, ge=60)
+    dedup_ttl_s: int = Field(86_400, ge=60)
+    score_ttl_s: int = Field(30 * 86_400, ge=60)
+    top_k: int = Field(50, ge=1, le=10_000)
+
+    max_event_bytes: int = Field(16_384, ge=256)
+    max_context_keys: int = Field(32, ge=0)
+    max_clock_skew_s: int = Field(300, ge=0)
+
+    @field_validator("models", "event_types", "exposure_types", "half_lives_s", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        """Accept ``a,b,c`` from the environment as well as JSON lists."""
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        unknown = set(self.exposure_types) - set(self.event_types)
+        if unknown:
+            raise ValueError(f"exposure_types {sorted(unknown)} are not in event_types")
+        if self.champion not in self.models:
+            raise ValueError(f"champion {self.champion!r} is not one of models {list(self.models)}")
+        if not self.half_lives_s or min(self.half_lives_s) <= 0:
+            raise ValueError("half_lives_s needs at least one positive half-life")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when neither Kafka nor Redis is configured: start them ourselves."""
+        return self.kafka_bootstrap is None and self.redis_url is None
+
+    def topic_names(self) -> tuple[str, ...]:
+        """Every topic learnloop reads or writes."""
+        return (
+            self.topic_interactions,
+            self.topic_scores,
+            self.topic_dead_letters,
+            self.topic_examples,
+            self.topic_drift_alerts,
+        )
+
+    def env(self) -> dict[str, str]:
+        """The ``LEARNLOOP_*`` variables that reach the same Kafka and Redis."""
+        env = {}
+        if self.kafka_bootstrap:
+            env["LEARNLOOP_KAFKA_BOOTSTRAP"] = self.kafka_bootstrap
+        if self.redis_url:
+            env["LEARNLOOP_REDIS_URL"] = self.redis_url.get_secret_value()
+        return env
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise :class:`ConfigError` with every problem."""
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ConfigError(f"invalid learnloop settings:\n{exc}") from None
