@@ -3,10 +3,13 @@
 -- applied before, so it changes nothing and its exposure snapshot is returned as stored.
 --
 -- KEYS[1]  watermark key of the source partition (last applied offset, never expires)
+-- KEYS[2]  counters hash (events, exposures, duplicates, rejected:{reason}), exactly once
 -- ARGV[1]  JSON: {half_lives, feature_ttl, snapshot_ttl, dedup_ttl, events: [...]}
 --          event = {o=offset, id, t=event time, u=user, i=item or "", k=type,
---                   v=value or absent, x=1 if exposure}
--- Returns  a flat array of triples: offset, status, snapshot JSON or "" —
+--                   v=value or absent, x=1 if exposure}, or {o=offset, r=reason} for a
+--          message that went to the dead-letter topic (it only advances the watermark)
+-- Returns  the previous watermark, then a flat array of triples: offset, status,
+--          snapshot JSON or "" —
 --          "new" for an exposure applied now, "replay" for an exposure applied by an
 --          earlier run (its stored snapshot), "dup" for a repeated event_id.
 --
@@ -101,18 +104,23 @@ end
 -- Where an event came from: its partition's watermark key and its offset.
 local function origin(ev) return KEYS[1] .. '@' .. ev.o end
 
-local out = {}
+local out = { applied }
 local highest = applied
 for _, ev in ipairs(batch.events) do
-  if ev.o <= applied then
+  if ev.r ~= nil then
+    if ev.o > applied then redis.call('HINCRBY', KEYS[2], 'rejected:' .. ev.r, 1) end
+  elseif ev.o <= applied then
     if ev.x == 1 and redis.call('GET', 'seen:' .. ev.id) == origin(ev) then
       local stored = redis.call('GET', 'snap:' .. ev.id)
       out[#out + 1] = ev.o; out[#out + 1] = 'replay'; out[#out + 1] = stored or ''
     end
   elseif not redis.call('SET', 'seen:' .. ev.id, origin(ev), 'NX', 'EX', batch.dedup_ttl) then
     out[#out + 1] = ev.o; out[#out + 1] = 'dup'; out[#out + 1] = ''
+    redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
   else
+    redis.call('HINCRBY', KEYS[2], 'events', 1)
     if ev.x == 1 then
+      redis.call('HINCRBY', KEYS[2], 'exposures', 1)
       local snap = snapshot(ev)
       redis.call('SET', 'snap:' .. ev.id, snap, 'EX', batch.snapshot_ttl)
       out[#out + 1] = ev.o; out[#out + 1] = 'new'; out[#out + 1] = snap

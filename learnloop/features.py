@@ -11,6 +11,8 @@ Key layout (every feature key has a TTL; watermark keys never expire):
 - ``snap:{event_id}`` — JSON point-in-time snapshot of an exposure's features.
 - ``seen:{event_id}`` — de-duplication marker (the event's origin), with a TTL.
 - ``wm:features:{topic}:{partition}`` — last applied offset.
+- ``stats:interactions`` — exactly-once counters: events, exposures, duplicates,
+  ``rejected:{reason}``.
 """
 
 from __future__ import annotations
@@ -22,15 +24,26 @@ from importlib import resources
 import orjson
 import redis
 
-from learnloop.events import Event
+from learnloop.events import Event, Rejection
 from learnloop.settings import Settings
 
 _SCRIPT = resources.files("learnloop").joinpath("apply_batch.lua").read_text()
 
 
+STATS_KEY = "stats:interactions"
+
+
 def watermark_key(topic: str, partition: int) -> str:
     """Last offset of ``topic``/``partition`` whose features are applied."""
     return f"wm:features:{topic}:{partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What applying a batch did: the watermark before it, and per-event outcomes."""
+
+    previous_watermark: int
+    outcomes: list[Applied]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +71,24 @@ class FeatureStore:
         self._apply = client.register_script(_SCRIPT)
 
     def apply_batch(
-        self, topic: str, partition: int, events: list[tuple[int, Event]]
-    ) -> list[Applied]:
-        """Apply ``(offset, event)`` pairs of one partition, in offset order, atomically."""
-        payload = {**self._limits, "events": [self._wire(o, e) for o, e in events]}
-        flat = self._apply(keys=[watermark_key(topic, partition)], args=[orjson.dumps(payload)])
-        results = []
-        for n in range(0, len(flat), 3):
+        self, topic: str, partition: int, items: list[tuple[int, Event | Rejection]]
+    ) -> BatchResult:
+        """Apply one partition's ``(offset, event or rejection)`` pairs, in offset order,
+        atomically with its watermark. Rejections only advance the watermark and count."""
+        wire = [
+            {"o": o, "r": e.reason} if isinstance(e, Rejection) else self._wire(o, e)
+            for o, e in items
+        ]
+        flat = self._apply(
+            keys=[watermark_key(topic, partition), STATS_KEY],
+            args=[orjson.dumps({**self._limits, "events": wire})],
+        )
+        outcomes = []
+        for n in range(1, len(flat), 3):
             raw = flat[n + 2]
             snapshot = {k: float(v) for k, v in orjson.loads(raw).items()} if raw else None
-            results.append(Applied(int(flat[n]), flat[n + 1].decode(), snapshot))
-        return results
+            outcomes.append(Applied(int(flat[n]), flat[n + 1].decode(), snapshot))
+        return BatchResult(int(flat[0]), outcomes)
 
     def _wire(self, offset: int, event: Event) -> dict:
         wire = {

@@ -1,0 +1,1 @@
+"""learnloop's Kafka consumers: one module per consumer, each runnable on its own."""

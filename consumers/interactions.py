@@ -1,0 +1,219 @@
+"""The interactions consumer: events in, features in Redis, scores out — exactly-once effects.
+
+The path of one batch of one partition, top to bottom (:meth:`InteractionsConsumer.process`):
+
+1. decode + validate every record; a bad one goes to the dead-letter topic (flushed
+   before anything else, so it is never lost);
+2. one Lua call applies the valid events to the Redis features together with the
+   partition's watermark — a replayed offset changes nothing and returns its stored
+   point-in-time snapshot;
+3. each exposure is scored by the champion from its snapshot; scores go to Redis
+   (with the scored watermark, in one MULTI/EXEC) and to the scores topic;
+4. Kafka's committed offset is advanced as a lag hint only: on assignment the consumer
+   seeks to the Redis watermark, so a crash at any point replays without double effects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from prometheus_client import CollectorRegistry
+
+import models
+from learnloop.deadletters import dead_letter
+from learnloop.events import Event, EventDecoder, Rejection
+from learnloop.featurize import featurize
+from learnloop.features import FeatureStore
+from learnloop.metrics import InteractionsMetrics
+from learnloop.scoring import Scorer, score_message, scored_watermark_key
+from learnloop.settings import Settings
+
+log = logging.getLogger("learnloop.interactions")
+NAME = "interactions"
+
+
+class InteractionsConsumer:
+    """One member of the interactions consumer group."""
+
+    def __init__(
+        self, settings: Settings, client: redis.Redis, registry: CollectorRegistry
+    ) -> None:
+        self.settings = settings
+        self.redis = client
+        self.metrics = InteractionsMetrics(registry)
+        self.decoder = EventDecoder(
+            settings.event_types, settings.max_event_bytes, settings.max_context_keys,
+            settings.max_clock_skew_s,
+        )
+        self.features = FeatureStore(client, settings)
+        self.scorer = Scorer(models.build(settings.champion), "0", settings)
+        self.applied: dict[TopicPartition, int] = {}
+        self.newest_event_ts: dict[TopicPartition, float] = {}
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.consumer_group,
+            client_id=f"learnloop-{NAME}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.max_poll_records,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(settings.session_timeout_ms // 4, 500),
+        )
+        self.producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
+            client_id=f"learnloop-{NAME}",
+        )
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll and process until ``stop`` is set, then leave the group cleanly."""
+        self.consumer.subscribe(
+            [self.settings.topic_interactions], listener=_ResumeFromRedis(self)
+        )
+        try:
+            while not stop.is_set():
+                batch = self.consumer.poll(
+                    timeout_ms=self.settings.poll_timeout_ms,
+                    max_records=self.settings.max_poll_records,
+                )
+                if batch:
+                    self.process_poll(batch)
+                self._update_lag()
+        finally:
+            self.close()
+
+    def process_poll(self, batch: dict[TopicPartition, list]) -> None:
+        """Process every partition of one poll, then commit the offsets as a lag hint."""
+        with self.metrics.batch_seconds.time():
+            for tp, records in batch.items():
+                self.process(tp, records)
+        offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1) for tp, recs in batch.items()}
+        try:
+            self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed (Redis watermark is authoritative): %s", exc)
+
+    def process(self, tp: TopicPartition, records: list) -> None:
+        """Apply one partition's batch: dead letters, features, scores — in that order."""
+        now = time.time()
+        known_applied = self.applied.get(tp, -1)
+        decoded: list[tuple[object, Event | Rejection]] = [
+            (record, self.decoder.decode(record.value, now)) for record in records
+        ]
+
+        # 1. Dead letters first, flushed: a crash after this re-sends, never loses.
+        rejected = [(r, d) for r, d in decoded if isinstance(d, Rejection)]
+        for record, rejection in rejected:
+            if record.offset > known_applied:
+                self.producer.send(
+                    self.settings.topic_dead_letters, key=record.key,
+                    value=dead_letter(record, rejection, NAME),
+                )
+        if rejected:
+            self.producer.flush()
+
+        # 2. Features and the watermark, one atomic Lua call.
+        result = self.features.apply_batch(
+            tp.topic, tp.partition, [(record.offset, d) for record, d in decoded]
+        )
+        previous = result.previous_watermark
+        for record, rejection in rejected:
+            if record.offset > previous:
+                self.metrics.rejected.labels(rejection.reason).inc()
+        fresh = sum(1 for r, d in decoded if isinstance(d, Event) and r.offset > previous)
+        duplicates = sum(1 for o in result.outcomes if o.status == "dup")
+        self.metrics.events.inc(fresh - duplicates)
+        self.metrics.duplicates.inc(duplicates)
+        self.metrics.replayed.inc(sum(1 for r, _ in decoded if r.offset <= previous))
+
+        # 3. Score exposures from their point-in-time snapshots.
+        by_offset = {record.offset: (record, d) for record, d in decoded}
+        pipe = self.redis.pipeline(transaction=True)
+        for outcome in result.outcomes:
+            if outcome.snapshot is None:
+                continue
+            record, event = by_offset[outcome.offset]
+            x = featurize(
+                outcome.snapshot, event, self.settings.half_lives_s, self.settings.event_types
+            )
+            score = self.scorer.score(event, x, f"{tp.topic}/{tp.partition}/{record.offset}")
+            self.scorer.write(pipe, score)
+            self.producer.send(
+                self.settings.topic_scores, key=event.user_id.encode(), value=score_message(score)
+            )
+            self.metrics.scores.labels(score.model).inc()
+        last = records[-1].offset
+        pipe.set(scored_watermark_key(tp.topic, tp.partition), last)
+        pipe.execute()
+        self.producer.flush()
+        self.applied[tp] = max(previous, last)
+        newest = max((d.ts for _, d in decoded if isinstance(d, Event)), default=None)
+        if newest is not None:
+            self.newest_event_ts[tp] = max(newest, self.newest_event_ts.get(tp, newest))
+
+    # -- bookkeeping ------------------------------------------------------------------
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        """Seek each newly assigned partition to just after its Redis scored watermark."""
+        for tp in partitions:
+            scored = self.redis.get(scored_watermark_key(tp.topic, tp.partition))
+            self.applied[tp] = self.features.applied_offset(tp.topic, tp.partition) or -1
+            if scored is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, int(scored) + 1)
+            log.info("partition %s resumes after offset %s", tp.partition, scored)
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Drop state of partitions this member no longer owns (and their lag gauges)."""
+        for tp in partitions:
+            self.applied.pop(tp, None)
+            self.newest_event_ts.pop(tp, None)
+            for gauge in (self.metrics.lag_offsets, self.metrics.lag_seconds):
+                try:
+                    gauge.remove(tp.topic, str(tp.partition))
+                except KeyError:
+                    pass
+
+    def _update_lag(self) -> None:
+        now = time.time()
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                position = self.consumer.position(tp, timeout_ms=0) or 0
+                self.metrics.lag_offsets.labels(tp.topic, str(tp.partition)).set(
+                    max(highwater - position, 0)
+                )
+            newest = self.newest_event_ts.get(tp)
+            if newest is not None:
+                self.metrics.lag_seconds.labels(tp.topic, str(tp.partition)).set(now - newest)
+
+    def close(self) -> None:
+        """Flush what is pending and leave the consumer group."""
+        try:
+            self.producer.flush(timeout=10)
+        finally:
+            self.producer.close(timeout=5)
+            self.consumer.close(autocommit=False)
+
+
+class _ResumeFromRedis(ConsumerRebalanceListener):
+    """Rebalance hook: Redis watermarks, not Kafka commits, decide where to resume."""
+
+    def __init__(self, owner: InteractionsConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked):
+        self.owner.forget(list(revoked))
+
+    def on_partitions_assigned(self, assigned):
+        self.owner.resume(list(assigned))

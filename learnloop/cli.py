@@ -1,0 +1,171 @@
+"""The ``learnloop`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from learnloop.errors import LearnloopError
+from learnloop.settings import Settings, load_settings
+
+app = typer.Typer(help="learnloop: streaming feedback and online learning.", no_args_is_help=True)
+run_app = typer.Typer(help="Run one of learnloop's consumers in the foreground.")
+app.add_typer(run_app, name="run")
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except LearnloopError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: LearnloopError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+def _print_env(env: dict[str, str]) -> None:
+    console.print("[bold]Embedded stack is up. Reach it with:[/bold]")
+    for name, value in env.items():
+        typer.echo(f"export {name}={value}")
+
+
+@app.command()
+def up() -> None:
+    """Start the embedded broker and redis-server (or check the configured ones) and wait."""
+    from learnloop.connect import running_stack
+
+    settings = _settings()
+    stop = threading.Event()
+    from learnloop.service import stop_on_signals
+
+    stop_on_signals(stop)
+    try:
+        with running_stack(settings) as live:
+            _print_env(live.env())
+            console.print("Topics ready. Ctrl-C stops.")
+            stop.wait()
+    except LearnloopError as exc:
+        raise _fail(exc) from None
+
+
+@run_app.command("interactions")
+def run_interactions() -> None:
+    """Run one interactions consumer (joins the consumer group)."""
+    from learnloop.connect import running_stack
+    from learnloop.service import run_interactions as run, stop_on_signals
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings()
+    stop = threading.Event()
+    stop_on_signals(stop)
+    try:
+        with running_stack(settings) as live:
+            if settings.embedded:
+                _print_env(live.env())
+            run(live, stop)
+    except LearnloopError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def publish(
+    source: Annotated[str, typer.Argument(help="JSON-lines file, or - for standard input.")],
+) -> None:
+    """Validate JSON-lines events and publish the valid ones; report bad lines by number."""
+    from learnloop.events import EventDecoder
+    from learnloop.publish import BadLine, Publisher, validate_lines
+
+    settings = _settings()
+    if settings.kafka_bootstrap is None:
+        console.print("[red]LEARNLOOP_KAFKA_BOOTSTRAP is not set[/red] (see `learnloop up`)")
+        raise typer.Exit(2)
+    decoder = EventDecoder(settings.event_types, settings.max_event_bytes,
+                           settings.max_context_keys)
+    stream = sys.stdin.buffer if source == "-" else Path(source).open("rb")  # noqa: SIM115
+    sent = bad = 0
+    with stream, Publisher(settings) as publisher:
+        for _line, item in validate_lines(stream, decoder):
+            if isinstance(item, BadLine):
+                bad += 1
+                console.print(f"line {item.line}: {item.reason}: {item.detail}")
+            else:
+                publisher.publish(item)
+                sent += 1
+    console.print(f"published {sent} events, rejected {bad} lines")
+    if bad:
+        raise typer.Exit(1)
+
+
+def _redis():
+    from learnloop.connect import redis_client
+
+    try:
+        return redis_client(_settings())
+    except LearnloopError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def score(
+    user: str, item: Annotated[str | None, typer.Argument()] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default: champion).")] = None,
+) -> None:
+    """Print the latest score of USER (for ITEM) as JSON."""
+    from learnloop.reader import read_score
+
+    found = read_score(_redis(), model or _settings().champion, user, item)
+    if found is None:
+        console.print(f"no score for user {user!r}" + (f" and item {item!r}" if item else ""))
+        raise typer.Exit(1)
+    typer.echo(json.dumps(found, indent=2))
+
+
+@app.command()
+def top(
+    user: str, k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
+    model: Annotated[str | None, typer.Option(help="Model name (default: champion).")] = None,
+) -> None:
+    """Print USER's best-scored items, best first."""
+    from learnloop.reader import read_top
+
+    for item, value in read_top(_redis(), model or _settings().champion, user, k):
+        typer.echo(f"{item}\t{value:.6f}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of an interaction event."""
+    from learnloop.events import event_json_schema
+
+    typer.echo(json.dumps(event_json_schema(), indent=2))
+
+
+@app.command()
+def demo(
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 2000,
+    items: Annotated[int, typer.Option(help="Simulated items.")] = 500,
+    events: Annotated[int, typer.Option(help="Impressions to publish.")] = 20_000,
+    consumers: Annotated[int, typer.Option(help="Interactions consumer processes.")] = 2,
+) -> None:
+    """Embedded stack + consumers + a simulated product; a live view, then a summary."""
+    from learnloop.demo import run_demo
+
+    try:
+        run_demo(_settings(), users=users, items=items, impressions=events, consumers=consumers)
+    except LearnloopError as exc:
+        raise _fail(exc) from None
+
+
+if __name__ == "__main__":
+    app()

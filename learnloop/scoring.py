@@ -1,0 +1,95 @@
+"""Scores: what the champion said about an exposure, written to Redis and the scores topic.
+
+Redis layout (plain commands are the read API):
+
+- ``score:{model}:{user}:{item}`` (``score:{model}:{user}`` without item) — hash with
+  ``score``, ``model``, ``version``, ``ts`` (event time), ``event_id``, ``scored_at``,
+  ``source`` (topic/partition/offset) and ``explain`` (JSON list of [feature, contribution]).
+- ``top:{model}:{user}`` — sorted set item → score, the ``top_k`` highest kept.
+- ``wm:scores:{topic}:{partition}`` — last offset whose scores are written.
+
+The ``scores`` topic is at-least-once: after a crash a score may be published twice.
+Each message carries its source ``topic/partition/offset``; readers de-duplicate on it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import orjson
+import redis
+
+from learnloop.events import Event
+from learnloop.settings import Settings
+from models.base import Features, OnlineModel
+
+
+def score_key(model: str, user: str, item: str | None) -> str:
+    """Redis key of the latest score of ``user`` (for ``item``) by ``model``."""
+    return f"score:{model}:{user}:{item}" if item else f"score:{model}:{user}"
+
+
+def top_key(model: str, user: str) -> str:
+    """Redis key of the sorted set of ``user``'s best-scored items by ``model``."""
+    return f"top:{model}:{user}"
+
+
+def scored_watermark_key(topic: str, partition: int) -> str:
+    """Last offset of ``topic``/``partition`` whose scores are written."""
+    return f"wm:scores:{topic}:{partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """One served score, with where it came from and why."""
+
+    model: str
+    version: str
+    user_id: str
+    item_id: str | None
+    score: float
+    event_id: str
+    ts: float
+    source: str
+    explain: list[tuple[str, float]]
+    scored_at: float
+
+
+class Scorer:
+    """Scores exposures with one model and writes the results."""
+
+    def __init__(self, model: OnlineModel, version: str, settings: Settings) -> None:
+        self.model = model
+        self.version = version
+        self.top_k = settings.top_k
+        self.ttl = settings.score_ttl_s
+
+    def score(self, event: Event, x: Features, source: str) -> Score:
+        """Score one exposure from its model input ``x``."""
+        value = float(self.model.predict_one(x))
+        explain = [(name, round(c, 6)) for name, c in self.model.explain_one(x)]
+        return Score(
+            self.model.name, self.version, event.user_id, event.item_id, value,
+            event.event_id, event.ts, source, explain, time.time(),
+        )
+
+    def write(self, pipe: redis.client.Pipeline, score: Score) -> None:
+        """Queue the Redis commands that store ``score`` on ``pipe``."""
+        key = score_key(score.model, score.user_id, score.item_id)
+        pipe.hset(key, mapping={
+            "score": repr(score.score), "model": score.model, "version": score.version,
+            "ts": repr(score.ts), "event_id": score.event_id, "source": score.source,
+            "scored_at": repr(score.scored_at), "explain": orjson.dumps(score.explain),
+        })
+        pipe.expire(key, self.ttl)
+        if score.item_id:
+            top = top_key(score.model, score.user_id)
+            pipe.zadd(top, {score.item_id: score.score})
+            pipe.zremrangebyrank(top, 0, -(self.top_k + 1))
+            pipe.expire(top, self.ttl)
+
+
+def score_message(score: Score) -> bytes:
+    """The JSON published to the scores topic for ``score``."""
+    return orjson.dumps(asdict(score))
