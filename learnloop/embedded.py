@@ -104,6 +104,10 @@ class EmbeddedStack:
         return {"LEARNLOOP_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
                 "LEARNLOOP_REDIS_URL": self.redis_url}
 
+    def env_settings(self) -> dict[str, str]:
+        """Keyword arguments for :func:`learnloop.settings.load_settings`."""
+        return {"kafka_bootstrap": self.kafka_bootstrap, "redis_url": self.redis_url}
+
     def start(self, timeout_s: float = 20.0) -> EmbeddedStack:
         """Start both servers and wait until they accept connections."""
         self._workdir = tempfile.TemporaryDirectory(prefix="learnloop-")

