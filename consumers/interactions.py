@@ -28,8 +28,8 @@ from prometheus_client import CollectorRegistry
 import models
 from learnloop.deadletters import dead_letter
 from learnloop.events import Event, EventDecoder, Rejection
-from learnloop.featurize import featurize
 from learnloop.features import FeatureStore
+from learnloop.featurize import featurize
 from learnloop.metrics import InteractionsMetrics
 from learnloop.scoring import Scorer, score_message, scored_watermark_key
 from learnloop.settings import Settings
@@ -166,7 +166,8 @@ class InteractionsConsumer:
         """Seek each newly assigned partition to just after its Redis scored watermark."""
         for tp in partitions:
             scored = self.redis.get(scored_watermark_key(tp.topic, tp.partition))
-            self.applied[tp] = self.features.applied_offset(tp.topic, tp.partition) or -1
+            applied = self.features.applied_offset(tp.topic, tp.partition)
+            self.applied[tp] = -1 if applied is None else applied
             if scored is None:
                 self.consumer.seek_to_beginning(tp)
             else:

@@ -49,6 +49,7 @@ local function as_of(state, at)
     end
     out[field] = value
   end
+  if ref and at > ref then out['t'] = at end
   return out
 end
 

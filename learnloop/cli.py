@@ -63,7 +63,8 @@ def up() -> None:
 def run_interactions() -> None:
     """Run one interactions consumer (joins the consumer group)."""
     from learnloop.connect import running_stack
-    from learnloop.service import run_interactions as run, stop_on_signals
+    from learnloop.service import run_interactions as run
+    from learnloop.service import stop_on_signals
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _settings()

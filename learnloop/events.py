@@ -21,6 +21,14 @@ ContextValue = Annotated[str, Field(max_length=256)] | bool | int | float
 _MAX_EPOCH_SECONDS = 1e11
 
 
+def _checked_epoch(value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("ts must be finite and not before 1970")
+    if value > _MAX_EPOCH_SECONDS:
+        raise ValueError("ts looks like milliseconds; send epoch seconds")
+    return float(value)
+
+
 class Event(BaseModel):
     """One user interaction, as a product publishes it (one JSON object per message)."""
 
@@ -53,13 +61,9 @@ class Event(BaseModel):
                 raise ValueError("ts is not an RFC 3339 timestamp") from None
             if parsed.tzinfo is None:
                 raise ValueError("ts needs a timezone offset (e.g. 'Z' or '+00:00')")
-            return parsed.timestamp()
+            return _checked_epoch(parsed.timestamp())
         if isinstance(value, int | float):
-            if not math.isfinite(value) or value < 0:
-                raise ValueError("ts must be finite and non-negative")
-            if value > _MAX_EPOCH_SECONDS:
-                raise ValueError("ts looks like milliseconds; send epoch seconds")
-            return float(value)
+            return _checked_epoch(value)
         raise ValueError("ts must be an RFC 3339 string or epoch seconds")
 
     @field_validator("value")

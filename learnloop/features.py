@@ -131,4 +131,5 @@ def decay_to(state: dict[str, float], at: float | None) -> dict[str, float]:
         if field != "t" and not field.startswith("last|"):
             value *= math.pow(2.0, -(at - ref) / float(field.rsplit("|", 1)[1]))
         out[field] = value
+    out["t"] = at
     return out

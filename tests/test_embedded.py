@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from learnloop.connect import ensure_topics, partition_counts, admin_client, running_stack
+from learnloop.connect import admin_client, ensure_topics, partition_counts, running_stack
 from learnloop.embedded import EmbeddedStack
 from learnloop.errors import ConfigError, ServiceUnreachable, TopicMismatch
 from learnloop.settings import load_settings

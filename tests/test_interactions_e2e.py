@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 import orjson
 
 from learnloop.embedded import redis_server_binary
-from learnloop.features import watermark_key
-from learnloop.scoring import scored_watermark_key
 from tests.conftest import event, read_topic, wait_for
 
 

@@ -1,0 +1,184 @@
+"""FeatureStore against the real redis-server: order independence, decay, TTLs, replay, dups."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from learnloop.events import Event
+from learnloop.features import STATS_KEY, FeatureStore
+
+T0 = 1_767_225_600.0
+TOPIC = "interactions"
+FEATURE_PREFIXES = ("fu:", "fi:", "fui:")
+
+
+def ev(n: int, type_: str = "impression", user: str = "u1", item: str | None = "i1",
+       dt: float = 0.0, value: float | None = None, event_id: str | None = None) -> Event:
+    return Event(event_id=event_id or f"e{n}", ts=T0 + dt, user_id=user, item_id=item,
+                 type=type_, value=value)
+
+
+@pytest.fixture
+def store(redis_conn, settings) -> FeatureStore:
+    return FeatureStore(redis_conn, settings)
+
+
+def apply(store: FeatureStore, events: list[Event], first_offset: int = 0, partition: int = 0):
+    return store.apply_batch(TOPIC, partition, list(enumerate(events, first_offset)))
+
+
+def feature_hashes(client) -> dict[str, dict[str, float]]:
+    keys = [k.decode() for k in client.scan_iter() if k.decode().startswith(FEATURE_PREFIXES)]
+    return {k: {f.decode(): float(v) for f, v in client.hgetall(k).items()} for k in keys}
+
+
+def dump_all(client) -> dict[str, object]:
+    """Every key's raw value (hashes as dicts), to compare whole-database states."""
+    out = {}
+    for key in client.scan_iter():
+        kind = client.type(key)
+        out[key] = client.hgetall(key) if kind == b"hash" else client.get(key)
+    return out
+
+
+def assert_close(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    for key, fields in expected.items():
+        assert actual[key].keys() == fields.keys(), key
+        for field, value in fields.items():
+            assert math.isclose(actual[key][field], value, rel_tol=1e-9), (key, field)
+
+
+# -- (a) order independence ---------------------------------------------------------------
+
+event_specs = st.lists(
+    st.tuples(
+        st.sampled_from(["impression", "click", "purchase", "rating"]),
+        st.sampled_from(["u1", "u2"]),
+        st.sampled_from(["i1", "i2", None]),
+        st.floats(0, 3 * 86_400, allow_nan=False),
+        st.none() | st.floats(0, 1000, allow_nan=False),
+    ),
+    min_size=1, max_size=25,
+)
+
+
+@hsettings(max_examples=30, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(specs=event_specs, data=st.data())
+def test_any_order_and_batching_gives_the_same_features(store, redis_conn, specs, data):
+    events = [ev(n, t, u, i, dt, v) for n, (t, u, i, dt, v) in enumerate(specs)]
+    redis_conn.flushdb()
+    apply(store, events)
+    expected, stats = feature_hashes(redis_conn), redis_conn.hgetall(STATS_KEY)
+
+    for _ in range(2):
+        order = data.draw(st.permutations(events), label="order")
+        cuts = sorted(data.draw(st.sets(st.integers(1, len(order) - 1) if len(order) > 1
+                                        else st.nothing()), label="cuts"))
+        redis_conn.flushdb()
+        for start, stop in zip([0, *cuts], [*cuts, len(order)], strict=True):
+            apply(store, order[start:stop], first_offset=start)
+        assert_close(feature_hashes(redis_conn), expected)
+        assert redis_conn.hgetall(STATS_KEY) == stats
+        assert store.applied_offset(TOPIC, 0) == len(order) - 1
+
+
+# -- (b) decay -----------------------------------------------------------------------------
+
+def test_one_impression_reads_one_half_after_one_half_life(store, settings):
+    apply(store, [ev(1)])
+    assert store.read("u1", "i1", at=T0)["u.impression|3600"] == 1.0
+    for hl in settings.half_lives_s:
+        features = store.read("u1", "i1", at=T0 + hl)
+        for prefix in ("u", "i", "ui"):
+            assert features[f"{prefix}.impression|{hl}"] == pytest.approx(0.5, rel=1e-12)
+            assert features[f"{prefix}.last|impression"] == T0
+            assert features[f"{prefix}.t"] == T0 + hl  # values are as of the read time
+
+
+def test_values_decay_into_sums(store):
+    apply(store, [ev(1, "purchase", value=10.0), ev(2, "purchase", dt=3600, value=4.0)])
+    features = store.read("u1", "i1", at=T0 + 7200)
+    assert features["u.purchase|sum|3600"] == pytest.approx(10 / 4 + 4 / 2, rel=1e-12)
+    assert features["u.purchase|3600"] == pytest.approx(1 / 4 + 1 / 2, rel=1e-12)
+
+
+# -- (c) TTLs ------------------------------------------------------------------------------
+
+def test_feature_keys_expire_and_watermarks_do_not(store, redis_conn, settings):
+    apply(store, [ev(1), ev(2, "click", dt=5, value=1.0), ev(3, "impression", item=None)])
+    apply(store, [ev(4, "click", user="u2", item="i2")], first_offset=3, partition=1)
+    ttls = {k.decode(): redis_conn.ttl(k) for k in redis_conn.scan_iter()}
+    by_prefix = {p: [k for k in ttls if k.startswith(p)]
+                 for p in ("fu:", "fi:", "fui:", "snap:", "seen:", "wm:")}
+    assert all(by_prefix.values()), f"a key family is missing: {by_prefix}"
+    for prefix, keys in by_prefix.items():
+        for key in keys:
+            if prefix == "wm:":
+                assert ttls[key] == -1, key
+            else:
+                assert ttls[key] > 0, key
+    assert 0 < ttls["fu:u1"] <= settings.feature_ttl_s
+    assert 0 < ttls["snap:e1"] <= settings.snapshot_ttl_s
+    assert 0 < ttls["seen:e1"] <= settings.dedup_ttl_s
+
+
+# -- (d) replay ----------------------------------------------------------------------------
+
+def test_replaying_a_batch_changes_nothing_and_returns_the_stored_snapshots(store, redis_conn):
+    batch = [ev(1, "click"), ev(2), ev(3, "purchase", value=9.5), ev(4, user="u2")]
+    first = apply(store, batch, first_offset=10)
+    before = dump_all(redis_conn)
+    again = apply(store, batch, first_offset=10)
+    assert dump_all(redis_conn) == before
+    assert (first.previous_watermark, again.previous_watermark) == (-1, 13)
+    assert [(o.offset, o.status) for o in first.outcomes] == [(11, "new"), (13, "new")]
+    assert [(o.offset, o.status) for o in again.outcomes] == [(11, "replay"), (13, "replay")]
+    assert [o.snapshot for o in again.outcomes] == [o.snapshot for o in first.outcomes]
+
+
+def test_partial_replay_applies_only_the_new_tail(store, redis_conn):
+    apply(store, [ev(1), ev(2, "click")])
+    result = apply(store, [ev(2, "click"), ev(3, "click")], first_offset=1)
+    assert result.previous_watermark == 1
+    assert store.read("u1", None, at=T0)["u.click|3600"] == 2.0
+    assert redis_conn.hget(STATS_KEY, "events") == b"3"
+
+
+# -- (e) duplicates ------------------------------------------------------------------------
+
+def test_repeated_event_id_at_a_new_offset_is_a_dup_and_not_counted(store, redis_conn):
+    apply(store, [ev(1)])
+    before = feature_hashes(redis_conn)
+    result = apply(store, [ev(1, dt=60), ev(9, "click", event_id="e1")], first_offset=1)
+    assert [(o.offset, o.status, o.snapshot) for o in result.outcomes] == [
+        (1, "dup", None), (2, "dup", None)]
+    assert feature_hashes(redis_conn) == before
+    assert redis_conn.hgetall(STATS_KEY) == {b"events": b"1", b"exposures": b"1",
+                                             b"duplicates": b"2"}
+    assert store.applied_offset(TOPIC, 0) == 2
+
+
+# -- (f) point-in-time snapshots -----------------------------------------------------------
+
+def test_exposure_snapshot_excludes_itself_but_includes_earlier_events(store):
+    result = apply(store, [ev(1, "click"), ev(2, dt=10), ev(3, dt=20)])
+    second, third = (o.snapshot for o in result.outcomes)
+    decay = lambda dt: 2.0 ** (-dt / 3600)  # noqa: E731
+    assert second["u.click|3600"] == pytest.approx(decay(10), rel=1e-12)
+    assert second["ui.click|3600"] == pytest.approx(decay(10), rel=1e-12)
+    assert not any("impression" in field for field in second)
+    assert third["i.impression|3600"] == pytest.approx(decay(10), rel=1e-12)
+    assert third["u.click|3600"] == pytest.approx(decay(20), rel=1e-12)
+    assert third["ui.last|impression"] == T0 + 10
+
+
+def test_first_exposure_of_a_user_has_an_empty_snapshot(store):
+    (outcome,) = apply(store, [ev(1)]).outcomes
+    assert outcome.status == "new" and outcome.snapshot == {}
