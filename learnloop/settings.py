@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     consumer_group: str = "learnloop-interactions"
     max_poll_records: int = Field(1000, ge=1)
     poll_timeout_ms: int = Field(100, ge=1)
+    fetch_max_wait_ms: int = Field(100, ge=0)
     max_poll_interval_ms: int = Field(30_000, ge=1000)
     session_timeout_ms: int = Field(10_000, ge=1000)
 
