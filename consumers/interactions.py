@@ -9,7 +9,9 @@ The path of one batch of one partition, top to bottom (:meth:`InteractionsConsum
    point-in-time snapshot;
 3. each exposure is scored by the champion from its snapshot; scores go to Redis
    (with the scored watermark, in one MULTI/EXEC) and to the scores topic;
-4. Kafka's committed offset is advanced as a lag hint only: on assignment the consumer
+4. labeled examples the join put in the partition's Redis outbox (same atomic step as
+   the features) are published to the examples topic, then trimmed from the outbox;
+5. Kafka's committed offset is advanced as a lag hint only: on assignment the consumer
    seeks to the Redis watermark, so a crash at any point replays without double effects.
 """
 
@@ -19,6 +21,7 @@ import logging
 import threading
 import time
 
+import orjson
 import redis
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -28,7 +31,7 @@ from prometheus_client import CollectorRegistry
 import models
 from learnloop.deadletters import dead_letter
 from learnloop.events import Event, EventDecoder, Rejection
-from learnloop.features import FeatureStore
+from learnloop.features import FeatureStore, outbox_key
 from learnloop.featurize import featurize
 from learnloop.metrics import InteractionsMetrics
 from learnloop.scoring import Scorer, score_message, scored_watermark_key
@@ -140,6 +143,9 @@ class InteractionsConsumer:
         by_offset = {record.offset: (record, d) for record, d in decoded}
         pipe = self.redis.pipeline(transaction=True)
         for outcome in result.outcomes:
+            if outcome.status.startswith("unattributed:"):
+                _, objective, reason = outcome.status.split(":")
+                self.metrics.unattributed.labels(objective, reason).inc()
             if outcome.snapshot is None:
                 continue
             record, event = by_offset[outcome.offset]
@@ -156,10 +162,28 @@ class InteractionsConsumer:
         pipe.set(scored_watermark_key(tp.topic, tp.partition), last)
         pipe.execute()
         self.producer.flush()
+        self.publish_examples(tp)
         self.applied[tp] = max(previous, last)
         newest = max((d.ts for _, d in decoded if isinstance(d, Event)), default=None)
         if newest is not None:
             self.newest_event_ts[tp] = max(newest, self.newest_event_ts.get(tp, newest))
+
+    def publish_examples(self, tp: TopicPartition) -> None:
+        """Move the partition's outbox to the examples topic (same partition number).
+
+        A crash between the send and the trim re-sends; the learner drops examples
+        whose source (partition, offset, seq) it has already learned.
+        """
+        key = outbox_key(tp.topic, tp.partition)
+        entries = self.redis.lrange(key, 0, -1)
+        if not entries:
+            return
+        for raw in entries:
+            self.producer.send(self.settings.topic_examples, partition=tp.partition, value=raw)
+            label = orjson.loads(raw)["label"]
+            self.metrics.examples.labels("positive" if label == 1 else "negative").inc()
+        self.producer.flush()
+        self.redis.ltrim(key, len(entries), -1)
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -173,6 +197,7 @@ class InteractionsConsumer:
                 self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, int(scored) + 1)
+            self.publish_examples(tp)
             log.info("partition %s resumes after offset %s", tp.partition, scored)
 
     def forget(self, partitions: list[TopicPartition]) -> None:

@@ -3,15 +3,27 @@
 -- applied before, so it changes nothing and its exposure snapshot is returned as stored.
 --
 -- KEYS[1]  watermark key of the source partition (last applied offset, never expires)
--- KEYS[2]  counters hash (events, exposures, duplicates, rejected:{reason}), exactly once
--- ARGV[1]  JSON: {half_lives, feature_ttl, snapshot_ttl, dedup_ttl, events: [...]}
+-- KEYS[2]  counters hash (events, exposures, duplicates, rejected:{reason}, examples:…)
+-- KEYS[3]  the partition's newest event time (drives the event-time watermark)
+-- KEYS[4]  the partition's example outbox (a list the consumer drains to Kafka)
+-- ARGV[1]  JSON: {half_lives, feature_ttl, snapshot_ttl, dedup_ttl, partition, suffix,
+--          objectives: [{name, exposures, feedback: {type: [label, window_s]}, negative,
+--          lateness, window}], events: [...]}
 --          event = {o=offset, id, t=event time, u=user, i=item or "", k=type,
---                   v=value or absent, x=1 if exposure}, or {o=offset, r=reason} for a
---          message that went to the dead-letter topic (it only advances the watermark)
+--                   v=value or absent, x=1 if exposure, c=context, e=exposure_id or absent},
+--          or {o=offset, r=reason} for a message that went to the dead-letter topic
+--          (it only advances the watermark)
 -- Returns  the previous watermark, then a flat array of triples: offset, status,
 --          snapshot JSON or "" —
 --          "new" for an exposure applied now, "replay" for an exposure applied by an
---          earlier run (its stored snapshot), "dup" for a repeated event_id.
+--          earlier run (its stored snapshot), "dup" for a repeated event_id,
+--          "unattributed:{objective}:{reason}" for feedback that joined no exposure.
+--
+-- The join (per objective): an exposure is pending (pend:{o}:{id}, indexed per user in
+-- pendu:{o}:{user} and by window end in due:{o}:{topic}:{partition}) until its first
+-- feedback inside that type's window makes a labeled example, or until the event-time
+-- watermark (newest event time - lateness) passes its window end: a negative example.
+-- Examples go to the outbox in the same atomic step, so none is lost or made twice.
 --
 -- Decay is by event time and order-independent: every decayed field of a hash is
 -- held as of the hash's reference time `t` (the newest event time applied); an
@@ -102,6 +114,107 @@ local function snapshot(ev)
   return cjson.encode(snap)
 end
 
+local objectives = batch.objectives
+local suffix = batch.suffix
+local newest = tonumber(redis.call('GET', KEYS[3]) or '-1e308')
+
+local function contains(list, value)
+  for _, v in ipairs(list) do if v == value then return true end end
+  return false
+end
+
+local function emit(pending, id, label, label_ts, feedback, objective, source)
+  local snap = redis.call('GET', 'snap:' .. id)
+  redis.call('RPUSH', KEYS[4], cjson.encode({
+    objective = objective, exposure_id = id, user_id = pending.u, item_id = pending.i,
+    label = label, exposure_ts = fmt(pending.t), label_ts = fmt(label_ts),
+    feedback = feedback or '', context = pending.c,
+    features = snap and cjson.decode(snap) or {}, source = source,
+  }))
+  local kind = label == 1 and 'positive' or 'negative'
+  redis.call('HINCRBY', KEYS[2], 'examples:' .. objective .. ':' .. kind, 1)
+end
+
+local function resolve(name, id, pending)
+  redis.call('DEL', 'pend:' .. name .. ':' .. id)
+  redis.call('ZREM', 'pendu:' .. name .. ':' .. pending.u, pending.i .. '\t' .. id)
+  redis.call('ZREM', 'due:' .. name .. ':' .. suffix, id)
+end
+
+local function expose(name, objective, ev)
+  local pending = { u = ev.u, i = ev.i, t = ev.t, c = ev.c }
+  local ttl = batch.snapshot_ttl
+  redis.call('SET', 'pend:' .. name .. ':' .. ev.id, cjson.encode(pending), 'EX', ttl)
+  redis.call('ZADD', 'pendu:' .. name .. ':' .. ev.u, ev.t, ev.i .. '\t' .. ev.id)
+  redis.call('EXPIRE', 'pendu:' .. name .. ':' .. ev.u, ttl)
+  redis.call('ZADD', 'due:' .. name .. ':' .. suffix, ev.t + objective.window, ev.id)
+end
+
+-- The pending exposure a feedback event answers, or nil and why not.
+local function find_exposure(name, ev, window)
+  if ev.e ~= nil then
+    local raw = redis.call('GET', 'pend:' .. name .. ':' .. ev.e)
+    if not raw then return nil, nil, 'no_pending_exposure' end
+    local pending = cjson.decode(raw)
+    if ev.t < pending.t or ev.t - pending.t > window then return nil, nil, 'outside_window' end
+    return ev.e, pending
+  end
+  if ev.i == '' then return nil, nil, 'no_item' end
+  local candidates = redis.call('ZREVRANGEBYSCORE', 'pendu:' .. name .. ':' .. ev.u,
+                                ev.t, ev.t - window)
+  local prefix = ev.i .. '\t'
+  for _, member in ipairs(candidates) do
+    if string.sub(member, 1, #prefix) == prefix then
+      local id = string.sub(member, #prefix + 1)
+      local raw = redis.call('GET', 'pend:' .. name .. ':' .. id)
+      if raw then return id, cjson.decode(raw) end
+    end
+  end
+  return nil, nil, 'no_pending_exposure'
+end
+
+local function join(ev, out)
+  for _, objective in ipairs(objectives) do
+    local name = objective.name
+    if ev.x == 1 and contains(objective.exposures, ev.k) then
+      expose(name, objective, ev)
+    elseif objective.feedback[ev.k] ~= nil then
+      local rule = objective.feedback[ev.k]
+      local id, pending, why = find_exposure(name, ev, rule[2])
+      if id then
+        emit(pending, id, rule[1], ev.t, ev.k, name, { batch.partition, ev.o, 0 })
+        resolve(name, id, pending)
+      else
+        redis.call('HINCRBY', KEYS[2], 'unattributed:' .. name .. ':' .. why, 1)
+        out[#out + 1] = ev.o; out[#out + 1] = 'unattributed:' .. name .. ':' .. why
+        out[#out + 1] = ''
+      end
+    end
+  end
+end
+
+-- Negative examples for every exposure whose window closed before the watermark.
+local function close_windows(ev)
+  local seq = 0
+  for _, objective in ipairs(objectives) do
+    local name = objective.name
+    local due = 'due:' .. name .. ':' .. suffix
+    local closed = redis.call('ZRANGEBYSCORE', due, '-inf', newest - objective.lateness)
+    for _, id in ipairs(closed) do
+      local raw = redis.call('GET', 'pend:' .. name .. ':' .. id)
+      if raw then
+        local pending = cjson.decode(raw)
+        seq = seq + 1
+        emit(pending, id, objective.negative, pending.t + objective.window, nil, name,
+             { batch.partition, ev.o, seq })
+        resolve(name, id, pending)
+      else
+        redis.call('ZREM', due, id)
+      end
+    end
+  end
+end
+
 -- Where an event came from: its partition's watermark key and its offset.
 local function origin(ev) return KEYS[1] .. '@' .. ev.o end
 
@@ -127,8 +240,16 @@ for _, ev in ipairs(batch.events) do
       out[#out + 1] = ev.o; out[#out + 1] = 'new'; out[#out + 1] = snap
     end
     for _, key in pairs(feature_keys(ev)) do apply(key, ev) end
+    join(ev, out)
+    if ev.t > newest then
+      newest = ev.t
+      close_windows(ev)
+    end
   end
   if ev.o > highest then highest = ev.o end
 end
-if highest > applied then redis.call('SET', KEYS[1], highest) end
+if highest > applied then
+  redis.call('SET', KEYS[1], highest)
+  redis.call('SET', KEYS[3], fmt(newest))
+end
 return out

@@ -11,6 +11,10 @@ Key layout (every feature key has a TTL; watermark keys never expire):
 - ``snap:{event_id}`` — JSON point-in-time snapshot of an exposure's features.
 - ``seen:{event_id}`` — de-duplication marker (the event's origin), with a TTL.
 - ``wm:features:{topic}:{partition}`` — last applied offset.
+- ``etw:{topic}:{partition}`` — newest event time applied (the event-time watermark's base).
+- ``outbox:{topic}:{partition}`` — labeled examples not yet published to Kafka.
+- ``pend:{objective}:{exposure_id}``, ``pendu:{objective}:{user}``,
+  ``due:{objective}:{topic}:{partition}`` — exposures waiting for feedback (the join).
 - ``stats:interactions`` — exactly-once counters: events, exposures, duplicates,
   ``rejected:{reason}``.
 """
@@ -38,6 +42,16 @@ def watermark_key(topic: str, partition: int) -> str:
     return f"wm:features:{topic}:{partition}"
 
 
+def outbox_key(topic: str, partition: int) -> str:
+    """Examples made from ``topic``/``partition`` and not yet published."""
+    return f"outbox:{topic}:{partition}"
+
+
+def event_time_key(topic: str, partition: int) -> str:
+    """Newest event time applied from ``topic``/``partition``."""
+    return f"etw:{topic}:{partition}"
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     """What applying a batch did: the watermark before it, and per-event outcomes."""
@@ -62,11 +76,15 @@ class FeatureStore:
         self.client = client
         self.half_lives = list(settings.half_lives_s)
         self.exposure_types = frozenset(settings.exposure_types)
+        objectives = [{"name": n, **o.wire()} for n, o in settings.objectives.items()]
+        longest_wait = max(o.window_s + o.allowed_lateness_s for o in settings.objectives.values())
         self._limits = {
             "half_lives": self.half_lives,
             "feature_ttl": settings.feature_ttl_s,
-            "snapshot_ttl": settings.snapshot_ttl_s,
+            # a snapshot must outlive its exposure's window, or the example loses it
+            "snapshot_ttl": max(settings.snapshot_ttl_s, longest_wait + 86_400),
             "dedup_ttl": settings.dedup_ttl_s,
+            "objectives": objectives,
         }
         self._apply = client.register_script(_SCRIPT)
 
@@ -79,9 +97,12 @@ class FeatureStore:
             {"o": o, "r": e.reason} if isinstance(e, Rejection) else self._wire(o, e)
             for o, e in items
         ]
+        payload = {**self._limits, "events": wire, "partition": partition,
+                   "suffix": f"{topic}:{partition}"}
         flat = self._apply(
-            keys=[watermark_key(topic, partition), STATS_KEY],
-            args=[orjson.dumps({**self._limits, "events": wire})],
+            keys=[watermark_key(topic, partition), STATS_KEY, event_time_key(topic, partition),
+                  outbox_key(topic, partition)],
+            args=[orjson.dumps(payload)],
         )
         outcomes = []
         for n in range(1, len(flat), 3):
@@ -91,13 +112,17 @@ class FeatureStore:
         return BatchResult(int(flat[0]), outcomes)
 
     def _wire(self, offset: int, event: Event) -> dict:
+        exposure = event.type in self.exposure_types
         wire = {
             "o": offset, "id": event.event_id, "t": event.ts, "u": event.user_id,
-            "i": event.item_id or "", "k": event.type,
-            "x": 1 if event.type in self.exposure_types else 0,
+            "i": event.item_id or "", "k": event.type, "x": 1 if exposure else 0,
         }
+        if exposure:
+            wire["c"] = event.context
         if event.value is not None:
             wire["v"] = event.value
+        if event.exposure_id is not None:
+            wire["e"] = event.exposure_id
         return wire
 
     def applied_offset(self, topic: str, partition: int) -> int | None:

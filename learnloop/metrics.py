@@ -48,6 +48,14 @@ class InteractionsMetrics:
             "Wall clock minus the newest applied event time, per partition.",
             ["topic", "partition"], registry=registry,
         )
+        self.examples = Counter(
+            "learnloop_examples_published", "Labeled examples sent to the examples topic.",
+            ["label"], registry=registry,
+        )
+        self.unattributed = Counter(
+            "learnloop_feedback_unattributed", "Feedback that joined no pending exposure.",
+            ["objective", "reason"], registry=registry,
+        )
         self.commit_failures = Counter(
             "learnloop_commit_failures", "Kafka offset commits that failed (lag hint only).",
             registry=registry,

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from learnloop.errors import ConfigError
+from learnloop.objective import DEFAULT_OBJECTIVES, Objective, check_objectives
 
 Names = Annotated[tuple[str, ...], NoDecode]
 Seconds = Annotated[tuple[int, ...], NoDecode]
@@ -47,7 +48,8 @@ class Settings(BaseSettings):
     models: Names = ("item_ctr", "logreg")
 
     event_types: Names = DEFAULT_EVENT_TYPES
-    exposure_types: Names = ("impression",)
+    objectives: dict[str, Objective] = Field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
+    model_objectives: dict[str, str] = Field(default_factory=dict)
     half_lives_s: Seconds = (3600, 86_400, 604_800)
     feature_ttl_s: int = Field(30 * 86_400, ge=60)
     snapshot_ttl_s: int = Field(8 * 86_400, ge=60)
@@ -59,7 +61,15 @@ class Settings(BaseSettings):
     max_context_keys: int = Field(32, ge=0)
     max_clock_skew_s: int = Field(300, ge=0)
 
-    @field_validator("models", "event_types", "exposure_types", "half_lives_s", mode="before")
+    learner_group: str = "learnloop-learner"
+    checkpoint_key: SecretStr | None = None
+    checkpoint_every_examples: int = Field(5000, ge=1)
+    checkpoint_every_s: float = Field(5.0, gt=0)
+    checkpoints_kept: int = Field(5, ge=1)
+    model_reload_s: float = Field(2.0, gt=0)
+    recent_window: int = Field(1000, ge=10)
+
+    @field_validator("models", "event_types", "half_lives_s", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         """Accept ``a,b,c`` from the environment as well as JSON lists."""
@@ -69,14 +79,21 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        unknown = set(self.exposure_types) - set(self.event_types)
-        if unknown:
-            raise ValueError(f"exposure_types {sorted(unknown)} are not in event_types")
+        check_objectives(self.objectives, self.event_types, self.model_objectives, self.models)
         if self.champion not in self.models:
             raise ValueError(f"champion {self.champion!r} is not one of models {list(self.models)}")
         if not self.half_lives_s or min(self.half_lives_s) <= 0:
             raise ValueError("half_lives_s needs at least one positive half-life")
         return self
+
+    @property
+    def exposure_types(self) -> tuple[str, ...]:
+        """Event types some objective treats as exposures: these are scored."""
+        return tuple(dict.fromkeys(t for o in self.objectives.values() for t in o.exposures))
+
+    def objective_of(self, model: str) -> str:
+        """Name of the objective ``model`` learns (default: the first objective)."""
+        return self.model_objectives.get(model, next(iter(self.objectives)))
 
     @property
     def embedded(self) -> bool:
@@ -100,6 +117,8 @@ class Settings(BaseSettings):
             env["LEARNLOOP_KAFKA_BOOTSTRAP"] = self.kafka_bootstrap
         if self.redis_url:
             env["LEARNLOOP_REDIS_URL"] = self.redis_url.get_secret_value()
+        if self.checkpoint_key:
+            env["LEARNLOOP_CHECKPOINT_KEY"] = self.checkpoint_key.get_secret_value()
         return env
 
 
