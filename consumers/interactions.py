@@ -28,13 +28,14 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 
-import models
+from learnloop.checkpoints import CheckpointStore, checkpoint_store
 from learnloop.deadletters import dead_letter
 from learnloop.events import Event, EventDecoder, Rejection
 from learnloop.features import FeatureStore, outbox_key
 from learnloop.featurize import featurize
-from learnloop.metrics import InteractionsMetrics
+from learnloop.metrics import InteractionsMetrics, ServingMetrics
 from learnloop.scoring import Scorer, score_message, scored_watermark_key
+from learnloop.serving import ChampionLoader
 from learnloop.settings import Settings
 
 log = logging.getLogger("learnloop.interactions")
@@ -55,7 +56,11 @@ class InteractionsConsumer:
             settings.max_clock_skew_s,
         )
         self.features = FeatureStore(client, settings)
-        self.scorer = Scorer(models.build(settings.champion), "0", settings)
+        self.serving_metrics = ServingMetrics(registry)
+        self.champion = ChampionLoader(client, settings, _checkpoints_or_none(settings, client,
+                                                                          self.serving_metrics))
+        self.scorer = self._scorer()
+        self.next_reload = time.monotonic() + settings.model_reload_s
         self.applied: dict[TopicPartition, int] = {}
         self.newest_event_ts: dict[TopicPartition, float] = {}
         self.consumer = KafkaConsumer(
@@ -91,6 +96,7 @@ class InteractionsConsumer:
                 if batch:
                     self.process_poll(batch)
                 self._update_lag()
+                self._reload_champion()
         finally:
             self.close()
 
@@ -149,9 +155,8 @@ class InteractionsConsumer:
             if outcome.snapshot is None:
                 continue
             record, event = by_offset[outcome.offset]
-            x = featurize(
-                outcome.snapshot, event, self.settings.half_lives_s, self.settings.event_types
-            )
+            x = featurize(outcome.snapshot, event.ts, event.context, self.settings.half_lives_s,
+                          self.settings.event_types)
             score = self.scorer.score(event, x, f"{tp.topic}/{tp.partition}/{record.offset}")
             self.scorer.write(pipe, score)
             self.producer.send(
@@ -186,6 +191,22 @@ class InteractionsConsumer:
         self.redis.ltrim(key, len(entries), -1)
 
     # -- bookkeeping ------------------------------------------------------------------
+
+    def _scorer(self) -> Scorer:
+        served = self.champion.served
+        return Scorer(served.model, str(served.version), self.settings)
+
+    def _reload_champion(self) -> None:
+        """Hot swap: every ``model_reload_s``, serve a promoted model or a newer version."""
+        now = time.monotonic()
+        if now >= self.next_reload:
+            self.next_reload = now + self.settings.model_reload_s
+            if self.champion.refresh():
+                self.scorer = self._scorer()
+        served = self.champion.served
+        self.serving_metrics.version.labels(served.name).set(served.version)
+        if served.published_at is not None:
+            self.serving_metrics.age.labels(served.name).set(time.time() - served.published_at)
 
     def resume(self, partitions: list[TopicPartition]) -> None:
         """Seek each newly assigned partition to just after its Redis scored watermark."""
@@ -231,6 +252,14 @@ class InteractionsConsumer:
         finally:
             self.producer.close(timeout=5)
             self.consumer.close(autocommit=False)
+
+
+def _checkpoints_or_none(settings: Settings, client: redis.Redis,
+                         metrics: ServingMetrics) -> CheckpointStore | None:
+    if settings.checkpoint_key is None:
+        log.warning("no LEARNLOOP_CHECKPOINT_KEY: serving fresh models, no hot swap")
+        return None
+    return checkpoint_store(settings, client, lambda _v, _why: metrics.refused.inc())
 
 
 class _ResumeFromRedis(ConsumerRebalanceListener):

@@ -18,6 +18,8 @@ from learnloop.settings import Settings, load_settings
 app = typer.Typer(help="learnloop: streaming feedback and online learning.", no_args_is_help=True)
 run_app = typer.Typer(help="Run one of learnloop's consumers in the foreground.")
 app.add_typer(run_app, name="run")
+models_app = typer.Typer(help="List models with their metrics; promote or roll back.")
+app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 
 
@@ -59,14 +61,12 @@ def up() -> None:
         raise _fail(exc) from None
 
 
-@run_app.command("interactions")
-def run_interactions() -> None:
-    """Run one interactions consumer (joins the consumer group)."""
+def _run(names: list[str]) -> None:
     from learnloop.connect import running_stack
-    from learnloop.service import run_interactions as run
-    from learnloop.service import stop_on_signals
+    from learnloop.service import run_consumers, stop_on_signals
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = _settings()
     stop = threading.Event()
     stop_on_signals(stop)
@@ -74,9 +74,27 @@ def run_interactions() -> None:
         with running_stack(settings) as live:
             if settings.embedded:
                 _print_env(live.env())
-            run(live, stop)
+            run_consumers(names, live, stop)
     except LearnloopError as exc:
         raise _fail(exc) from None
+
+
+@run_app.command("interactions")
+def run_interactions() -> None:
+    """Run one interactions consumer (joins the consumer group)."""
+    _run(["interactions"])
+
+
+@run_app.command("learner")
+def run_learner() -> None:
+    """Run the learner: every model on every example, checkpoints to Redis."""
+    _run(["learner"])
+
+
+@run_app.command("all")
+def run_all() -> None:
+    """Run an interactions consumer and the learner in one process."""
+    _run(["interactions", "learner"])
 
 
 @app.command()
@@ -166,6 +184,71 @@ def demo(
         run_demo(_settings(), users=users, items=items, impressions=events, consumers=consumers)
     except LearnloopError as exc:
         raise _fail(exc) from None
+
+
+@models_app.callback(invoke_without_command=True)
+def models_list(ctx: typer.Context) -> None:
+    """Every configured model: served or not, version, examples and progressive metrics."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from learnloop.reader import read_model_metrics
+    from learnloop.serving import current_champion
+
+    settings, client = _settings(), _redis()
+    champion = current_champion(client, settings)
+    table = Table(title="models (progressive validation; recent = last "
+                        f"{settings.recent_window} examples)")
+    for column in ("model", "role", "objective", "version", "examples", "log loss",
+                   "recent log loss", "ROC AUC", "accuracy", "lift vs baseline"):
+        table.add_column(column)
+    for name in settings.models:
+        m = read_model_metrics(client, name)
+        role = "champion" if name == champion else (
+            "baseline" if name == settings.baseline else "challenger")
+        cells = [f"{m[k]:.4f}" if k in m else "-" for k in
+                 ("logloss", "recent_logloss", "roc_auc", "accuracy", "lift")]
+        table.add_row(name, role, settings.objective_of(name), str(int(m.get("version", 0))),
+                      str(int(m.get("examples", 0))), *cells)
+    Console().print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: str, why: Annotated[str, typer.Option(help="Recorded with the promotion.")] = "",
+) -> None:
+    """Serve NAME from now on (scorers swap within LEARNLOOP_MODEL_RELOAD_S)."""
+    from learnloop.serving import promote
+
+    try:
+        entry = promote(_redis(), _settings(), name, why)
+    except LearnloopError as exc:
+        raise _fail(exc) from None
+    console.print(f"promoted {entry['to']} (was {entry['from']}) by {entry['who']}")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    why: Annotated[str, typer.Option(help="Recorded with the rollback.")] = "",
+) -> None:
+    """Serve again what was served before the last promotion."""
+    from learnloop.serving import rollback
+
+    try:
+        entry = rollback(_redis(), _settings(), why)
+    except LearnloopError as exc:
+        raise _fail(exc) from None
+    console.print(f"rolled back to {entry['to']} (was {entry['from']}) by {entry['who']}")
+
+
+@models_app.command("history")
+def models_history() -> None:
+    """Promotions and rollbacks, newest first."""
+    from learnloop.serving import history
+
+    for entry in history(_redis()):
+        typer.echo(json.dumps(entry))
 
 
 if __name__ == "__main__":

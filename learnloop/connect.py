@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Iterator
 
 import redis
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from pydantic import SecretStr
 
 from learnloop.embedded import EmbeddedStack
 from learnloop.errors import ConfigError, ServiceUnreachable, TopicMismatch
@@ -94,7 +96,7 @@ def running_stack(settings: Settings) -> Iterator[Settings]:
     """
     if settings.embedded:
         with EmbeddedStack() as stack:
-            live = settings.model_copy(update=_stack_values(stack))
+            live = settings.model_copy(update=_stack_values(stack, settings))
             ensure_topics(live)
             yield live
         return
@@ -108,7 +110,7 @@ def running_stack(settings: Settings) -> Iterator[Settings]:
     yield settings
 
 
-def _stack_values(stack: EmbeddedStack) -> dict:
-    from pydantic import SecretStr
-
-    return {"kafka_bootstrap": stack.kafka_bootstrap, "redis_url": SecretStr(stack.redis_url)}
+def _stack_values(stack: EmbeddedStack, settings: Settings) -> dict:
+    key = settings.checkpoint_key or SecretStr(secrets.token_hex(32))
+    return {"kafka_bootstrap": stack.kafka_bootstrap, "redis_url": SecretStr(stack.redis_url),
+            "checkpoint_key": key}

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 import zlib
 
-from learnloop.events import Event
-
 #: Prior for smoothed click-through rates: (clicks + PRIOR_CLICKS) / (impr + PRIOR_IMPRESSIONS).
 PRIOR_CLICKS = 1.0
 PRIOR_IMPRESSIONS = 20.0
@@ -28,10 +26,11 @@ def smoothed_ctr(clicks: float, impressions: float) -> float:
 
 
 def featurize(
-    snapshot: dict[str, float], event: Event, half_lives: tuple[int, ...],
+    snapshot: dict[str, float], ts: float, context: dict, half_lives: tuple[int, ...],
     event_types: tuple[str, ...],
 ) -> dict[str, float]:
-    """The model input for an exposure, from its snapshot (see :mod:`learnloop.features`)."""
+    """The model input for an exposure at event time ``ts`` with its ``context``, from its
+    point-in-time feature snapshot (see :mod:`learnloop.features`)."""
     x: dict[str, float] = {}
     longest = max(half_lives)
     for prefix in _PREFIXES:
@@ -41,13 +40,13 @@ def featurize(
                 if count:
                     x[f"{prefix}_{kind}_{hl}"] = math.log1p(count)
             last = snapshot.get(f"{prefix}.last|{kind}")
-            age = MAX_AGE_S if last is None else min(max(event.ts - last, 0.0), MAX_AGE_S)
+            age = MAX_AGE_S if last is None else min(max(ts - last, 0.0), MAX_AGE_S)
             x[f"{prefix}_age_{kind}_h"] = age / 3600.0
         x[f"{prefix}_ctr"] = smoothed_ctr(
             snapshot.get(f"{prefix}.click|{longest}", 0.0),
             snapshot.get(f"{prefix}.impression|{longest}", 0.0),
         )
-    for key, value in event.context.items():
+    for key, value in context.items():
         if isinstance(value, str):
             bucket = zlib.crc32(f"{key}={value}".encode()) % CONTEXT_BUCKETS
             x[f"ctx_{key}_{bucket}"] = 1.0

@@ -62,6 +62,66 @@ class InteractionsMetrics:
         )
 
 
+class LearnerMetrics:
+    """Metrics of the learner: progressive quality per model, label delay, staleness."""
+
+    QUALITY = ("logloss", "roc_auc", "accuracy", "positive_rate", "lift")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.learned = Counter(
+            "learnloop_model_examples", "Examples each model predicted then learned.",
+            ["model"], registry=registry,
+        )
+        self.duplicates = Counter(
+            "learnloop_examples_duplicate", "Examples skipped: their source was learned.",
+            registry=registry,
+        )
+        self.quality = {
+            name: Gauge(f"learnloop_model_{name}", f"Progressive {name} of each model.",
+                        ["model", "window"], registry=registry)
+            for name in self.QUALITY
+        }
+        self.label_delay = Histogram(
+            "learnloop_label_delay_seconds", "Label event time minus exposure event time.",
+            ["objective", "label"], registry=registry,
+            buckets=(1, 5, 15, 30, 60, 300, 900, 1800, 3600, 21600, 86400, 604800),
+        )
+        self.staleness = Gauge(
+            "learnloop_learner_staleness_seconds", "Seconds since the last example was learned.",
+            registry=registry,
+        )
+        self.checkpoint_version = Gauge(
+            "learnloop_checkpoint_version", "Newest checkpoint version written.",
+            registry=registry,
+        )
+
+    def publish(self, model: str, report: dict[str, float]) -> None:
+        """Set every quality gauge of ``model`` from its report."""
+        for name, gauge in self.quality.items():
+            gauge.labels(model, "all").set(report[name])
+            gauge.labels(model, "recent").set(report[f"recent_{name}"])
+
+
+class ServingMetrics:
+    """What a scorer serves, and how old it is."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.version = Gauge(
+            "learnloop_served_model_version", "Checkpoint version of the served champion.",
+            ["model"], registry=registry,
+        )
+        self.age = Gauge(
+            "learnloop_served_model_age_seconds",
+            "Seconds since the served model version was published.", ["model"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "learnloop_checkpoints_refused", "Checkpoints whose signature did not verify.",
+            registry=registry,
+        )
+
+
 def serve(registry: CollectorRegistry, host: str, port: int) -> int:
     """Expose ``/metrics`` on ``host:port`` (port 0 picks a free one); return the port."""
     server, _thread = start_http_server(port, addr=host, registry=registry)

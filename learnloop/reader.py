@@ -8,6 +8,11 @@ import redis
 from learnloop.scoring import score_key, top_key
 
 
+def metrics_key(model: str) -> str:
+    """Redis hash of a model's progressive metrics, written by the learner."""
+    return f"model:metrics:{model}"
+
+
 def read_score(client: redis.Redis, model: str, user: str, item: str | None) -> dict | None:
     """The stored score hash of ``user`` (for ``item``), decoded, or None."""
     raw = client.hgetall(score_key(model, user, item))
@@ -24,3 +29,9 @@ def read_top(client: redis.Redis, model: str, user: str, k: int = 10) -> list[tu
     """The ``k`` best-scored items of ``user`` by ``model``, best first."""
     rows = client.zrevrange(top_key(model, user), 0, k - 1, withscores=True)
     return [(item.decode(), score) for item, score in rows]
+
+
+def read_model_metrics(client: redis.Redis, model: str) -> dict[str, float]:
+    """The learner's latest progressive metrics of ``model`` (empty before any example)."""
+    raw = client.hgetall(metrics_key(model))
+    return {k.decode(): float(v) for k, v in raw.items()}

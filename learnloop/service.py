@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
@@ -27,15 +26,41 @@ def stop_on_signals(stop: threading.Event) -> None:
         signal.signal(signum, handler)
 
 
-def run_interactions(settings: Settings, stop: threading.Event,
-                     on_ready: Callable[[int], None] | None = None) -> None:
-    """Serve ``/metrics`` and run one interactions consumer until ``stop`` is set."""
-    from consumers.interactions import InteractionsConsumer
+def build_consumer(name: str, settings: Settings, registry: CollectorRegistry):
+    """One of learnloop's consumers by name: ``interactions`` or ``learner``."""
+    client = redis_client(settings)
+    if name == "interactions":
+        from consumers.interactions import InteractionsConsumer
 
+        return InteractionsConsumer(settings, client, registry)
+    if name == "learner":
+        from consumers.learner import Learner
+        from learnloop.checkpoints import checkpoint_store
+
+        return Learner(settings, client, registry, checkpoint_store(settings, client))
+    raise ValueError(f"no consumer named {name!r}")
+
+
+def run_consumers(names: list[str], settings: Settings, stop: threading.Event) -> None:
+    """Serve one ``/metrics`` and run the named consumers (threads) until ``stop`` is set."""
     registry = CollectorRegistry()
     port = serve(registry, settings.metrics_host, settings.metrics_port)
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
-    consumer = InteractionsConsumer(settings, redis_client(settings), registry)
-    if on_ready:
-        on_ready(port)
-    consumer.run(stop)
+    consumers = [build_consumer(name, settings, registry) for name in names]
+    errors: list[BaseException] = []
+
+    def run(consumer) -> None:
+        try:
+            consumer.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+            log.exception("consumer failed")
+            stop.set()
+
+    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in consumers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -45,6 +46,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535)
 
     champion: str = "item_ctr"
+    baseline: str = "item_ctr"
     models: Names = ("item_ctr", "logreg")
 
     event_types: Names = DEFAULT_EVENT_TYPES
@@ -80,6 +82,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         check_objectives(self.objectives, self.event_types, self.model_objectives, self.models)
+        if self.baseline not in self.models:
+            raise ValueError(f"baseline {self.baseline!r} is not one of models {list(self.models)}")
         if self.champion not in self.models:
             raise ValueError(f"champion {self.champion!r} is not one of models {list(self.models)}")
         if not self.half_lives_s or min(self.half_lives_s) <= 0:
@@ -111,14 +115,18 @@ class Settings(BaseSettings):
         )
 
     def env(self) -> dict[str, str]:
-        """The ``LEARNLOOP_*`` variables that reach the same Kafka and Redis."""
+        """``LEARNLOOP_*`` variables that give another process these same settings."""
+        dumped = self.model_dump(mode="json", exclude_defaults=True)
         env = {}
-        if self.kafka_bootstrap:
-            env["LEARNLOOP_KAFKA_BOOTSTRAP"] = self.kafka_bootstrap
-        if self.redis_url:
-            env["LEARNLOOP_REDIS_URL"] = self.redis_url.get_secret_value()
-        if self.checkpoint_key:
-            env["LEARNLOOP_CHECKPOINT_KEY"] = self.checkpoint_key.get_secret_value()
+        for name, value in dumped.items():
+            secret = getattr(self, name)
+            if isinstance(secret, SecretStr):
+                value = secret.get_secret_value()
+            elif isinstance(value, list) and all(isinstance(v, str | int) for v in value):
+                value = ",".join(str(v) for v in value)
+            elif isinstance(value, dict | list):
+                value = json.dumps(value)
+            env[f"LEARNLOOP_{name.upper()}"] = str(value)
         return env
 
 

@@ -45,11 +45,15 @@ def make_settings(stack: EmbeddedStack, **overrides: object) -> Settings:
         "topic_examples": f"{tag}-examples",
         "topic_drift_alerts": f"{tag}-drift-alerts",
         "consumer_group": f"{tag}-group",
+        "learner_group": f"{tag}-learner",
         "partitions": 2,
         "metrics_port": 0,
         "max_poll_interval_ms": 3000,
         "session_timeout_ms": 6000,
         "poll_timeout_ms": 50,
+        "checkpoint_key": SecretStr("test-checkpoint-key"),
+        "model_reload_s": 0.2,
+        "checkpoint_every_s": 0.5,
         **overrides,
     }
     settings = load_settings(**values)
