@@ -150,8 +150,9 @@ local function expose(name, objective, ev)
   redis.call('ZADD', 'due:' .. name .. ':' .. suffix, ev.t + objective.window, ev.id)
 end
 
--- The pending exposure a feedback event answers, or nil and why not.
-local function find_exposure(name, ev, window)
+-- The pending exposure a feedback event answers, or nil and why not. Without an
+-- exposure_id: the latest pending exposure of the same user and item in the window.
+local function find_exposure(name, objective, ev, window)
   if ev.e ~= nil then
     local raw = redis.call('GET', 'pend:' .. name .. ':' .. ev.e)
     if not raw then return nil, nil, 'no_pending_exposure' end
@@ -161,28 +162,50 @@ local function find_exposure(name, ev, window)
   end
   if ev.i == '' then return nil, nil, 'no_item' end
   local candidates = redis.call('ZREVRANGEBYSCORE', 'pendu:' .. name .. ':' .. ev.u,
-                                ev.t, ev.t - window)
+                                ev.t, ev.t - objective.window, 'WITHSCORES')
   local prefix = ev.i .. '\t'
-  for _, member in ipairs(candidates) do
+  local why = 'no_pending_exposure'
+  for n = 1, #candidates, 2 do
+    local member = candidates[n]
     if string.sub(member, 1, #prefix) == prefix then
-      local id = string.sub(member, #prefix + 1)
-      local raw = redis.call('GET', 'pend:' .. name .. ':' .. id)
-      if raw then return id, cjson.decode(raw) end
+      if ev.t - tonumber(candidates[n + 1]) > window then
+        why = 'outside_window'
+      else
+        local id = string.sub(member, #prefix + 1)
+        local raw = redis.call('GET', 'pend:' .. name .. ':' .. id)
+        if raw then return id, cjson.decode(raw) end
+      end
     end
   end
-  return nil, nil, 'no_pending_exposure'
+  return nil, nil, why
 end
 
-local function join(ev, out)
+-- Examples made by one event are numbered: source = {partition, offset, seq}.
+local seq = 0
+
+-- An exposure older than the newest event already in its user-item features cannot get
+-- a point-in-time snapshot (its own feedback may be in there): it is scored, not learned.
+local function late(ev)
+  if ev.i == '' then return false end
+  local ref = tonumber(redis.call('HGET', 'fui:' .. ev.u .. ':' .. ev.i, 't') or '-1e308')
+  return ev.t < ref
+end
+
+local function join(ev, out, is_late)
   for _, objective in ipairs(objectives) do
     local name = objective.name
     if ev.x == 1 and contains(objective.exposures, ev.k) then
-      expose(name, objective, ev)
+      if is_late then
+        redis.call('HINCRBY', KEYS[2], 'late_exposures:' .. name, 1)
+      else
+        expose(name, objective, ev)
+      end
     elseif objective.feedback[ev.k] ~= nil then
       local rule = objective.feedback[ev.k]
-      local id, pending, why = find_exposure(name, ev, rule[2])
+      local id, pending, why = find_exposure(name, objective, ev, rule[2])
       if id then
-        emit(pending, id, rule[1], ev.t, ev.k, name, { batch.partition, ev.o, 0 })
+        emit(pending, id, rule[1], ev.t, ev.k, name, { batch.partition, ev.o, seq })
+        seq = seq + 1
         resolve(name, id, pending)
       else
         redis.call('HINCRBY', KEYS[2], 'unattributed:' .. name .. ':' .. why, 1)
@@ -195,7 +218,6 @@ end
 
 -- Negative examples for every exposure whose window closed before the watermark.
 local function close_windows(ev)
-  local seq = 0
   for _, objective in ipairs(objectives) do
     local name = objective.name
     local due = 'due:' .. name .. ':' .. suffix
@@ -204,9 +226,9 @@ local function close_windows(ev)
       local raw = redis.call('GET', 'pend:' .. name .. ':' .. id)
       if raw then
         local pending = cjson.decode(raw)
-        seq = seq + 1
         emit(pending, id, objective.negative, pending.t + objective.window, nil, name,
              { batch.partition, ev.o, seq })
+        seq = seq + 1
         resolve(name, id, pending)
       else
         redis.call('ZREM', due, id)
@@ -232,6 +254,8 @@ for _, ev in ipairs(batch.events) do
     out[#out + 1] = ev.o; out[#out + 1] = 'dup'; out[#out + 1] = ''
     redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
   else
+    seq = 0
+    local is_late = ev.x == 1 and late(ev)
     redis.call('HINCRBY', KEYS[2], 'events', 1)
     if ev.x == 1 then
       redis.call('HINCRBY', KEYS[2], 'exposures', 1)
@@ -240,7 +264,7 @@ for _, ev in ipairs(batch.events) do
       out[#out + 1] = ev.o; out[#out + 1] = 'new'; out[#out + 1] = snap
     end
     for _, key in pairs(feature_keys(ev)) do apply(key, ev) end
-    join(ev, out)
+    join(ev, out, is_late)
     if ev.t > newest then
       newest = ev.t
       close_windows(ev)
