@@ -6,6 +6,7 @@ is on PATH, one extra test asks it to validate the file too.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,6 +42,18 @@ def _consumers(services: dict) -> dict[str, dict]:
     return {n: s for n, s in services.items() if _command(s) == CONSUMER_CMD}
 
 
+def _learnloop_services(services: dict) -> dict[str, dict]:
+    """Every service running a learnloop consumer (``learnloop run …``)."""
+    return {n: s for n, s in services.items() if _command(s)[:1] == ["run"]}
+
+
+def test_one_learner_with_a_required_checkpoint_key(services):
+    learners = {n: s for n, s in services.items() if _command(s) == ["run", "learner"]}
+    assert len(learners) == 1, sorted(learners)
+    for svc in _learnloop_services(services).values():
+        assert _env(svc)["LEARNLOOP_CHECKPOINT_KEY"].startswith("${LEARNLOOP_CHECKPOINT_KEY:?")
+
+
 def test_kafka_kraft_without_auto_topic_creation(services):
     env = _env(services["kafka"])
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"].lower() == "false"
@@ -72,7 +85,7 @@ def test_two_consumers_wired_to_kafka_and_redis(services):
             assert deps[dep]["condition"] == "service_healthy", (name, dep)
 
 
-def test_prometheus_scrapes_every_consumer(services):
+def test_prometheus_scrapes_every_learnloop_service(services):
     mounts = [v for v in services["prometheus"]["volumes"] if isinstance(v, str)]
     config = next(m for m in mounts if m.split(":")[1] == "/etc/prometheus/prometheus.yml")
     path = ROOT / config.split(":")[0]
@@ -85,15 +98,20 @@ def test_prometheus_scrapes_every_consumer(services):
         assert job.get("scrape_interval", default_interval) == "15s", job["job_name"]
         for static in job.get("static_configs", []):
             targets.update(static["targets"])
-    for name in _consumers(services):
+    for name in _learnloop_services(services):
         assert f"{name}:{METRICS_PORT}" in targets, (name, sorted(targets))
 
 
 def test_docker_compose_config_is_valid():
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose not on PATH")
-    result = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True, text=True, timeout=60,
-    )
+    def config(**env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+        )
+
+    result = config(LEARNLOOP_CHECKPOINT_KEY="a-secret")
     assert result.returncode == 0, result.stderr
+    missing = config()  # the checkpoint key is required, never defaulted
+    assert missing.returncode != 0 and "checkpoint key" in missing.stderr
