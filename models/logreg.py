@@ -21,7 +21,7 @@ from models.base import Contributions, Features
 NAME = "logreg"
 
 
-def pipeline(learning_rate: float = 0.05, l2: float = 1e-4) -> compose.Pipeline:
+def pipeline(learning_rate: float = 0.01, l2: float = 1e-4) -> compose.Pipeline:
     """The River estimator itself (also what equivalence tests run in-process)."""
     return preprocessing.StandardScaler() | linear_model.LogisticRegression(
         optimizer=optim.SGD(learning_rate), l2=l2
@@ -33,7 +33,7 @@ class ScaledLogisticRegression:
 
     name = NAME
 
-    def __init__(self, learning_rate: float = 0.05, l2: float = 1e-4) -> None:
+    def __init__(self, learning_rate: float = 0.01, l2: float = 1e-4) -> None:
         self.learning_rate = learning_rate
         self.l2 = l2
         self.pipeline = pipeline(learning_rate, l2)
