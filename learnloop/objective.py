@@ -19,6 +19,7 @@ no feedback, it becomes a ``negative_label`` example.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -81,7 +82,11 @@ def check_objectives(
 ) -> None:
     """Raise ValueError naming every inconsistency between objectives and settings."""
     problems = []
+    if not objectives:
+        problems.append("at least one objective is needed")
     for name, objective in objectives.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            problems.append(f"objective name {name!r}: use letters, digits, '_' or '-'")
         unknown = (set(objective.exposures) | set(objective.feedback)) - set(event_types)
         if unknown:
             problems.append(f"objective {name!r} uses unknown event types {sorted(unknown)}")
