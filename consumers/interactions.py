@@ -7,8 +7,8 @@ The path of one batch of one partition, top to bottom (:meth:`InteractionsConsum
 2. one Lua call applies the valid events to the Redis features together with the
    partition's watermark — a replayed offset changes nothing and returns its stored
    point-in-time snapshot;
-3. each exposure is scored by the champion from its snapshot; scores go to Redis
-   (with the scored watermark, in one MULTI/EXEC) and to the scores topic;
+3. each exposure is scored by the champion from its snapshot; scores go to the scores
+   topic (flushed), then to Redis with the scored watermark, in one Lua call;
 4. labeled examples the join put in the partition's Redis outbox (same atomic step as
    the features) are published to the examples topic, then trimmed from the outbox;
 5. Kafka's committed offset is advanced as a lag hint only: on assignment the consumer
@@ -34,7 +34,7 @@ from learnloop.events import Event, EventDecoder, Rejection
 from learnloop.features import FeatureStore, outbox_key
 from learnloop.featurize import featurize
 from learnloop.metrics import InteractionsMetrics, ServingMetrics
-from learnloop.scoring import Scorer, score_message, scored_watermark_key
+from learnloop.scoring import Scorer, ScoreWriter, score_message, scored_watermark_key
 from learnloop.serving import ChampionLoader
 from learnloop.settings import Settings
 
@@ -60,6 +60,7 @@ class InteractionsConsumer:
         self.champion = ChampionLoader(client, settings, _checkpoints_or_none(settings, client,
                                                                           self.serving_metrics))
         self.scorer = self._scorer()
+        self.score_writer = ScoreWriter(client, settings)
         self.next_reload = time.monotonic() + settings.model_reload_s
         self.applied: dict[TopicPartition, int] = {}
         self.newest_event_ts: dict[TopicPartition, float] = {}
@@ -147,7 +148,7 @@ class InteractionsConsumer:
 
         # 3. Score exposures from their point-in-time snapshots.
         by_offset = {record.offset: (record, d) for record, d in decoded}
-        pipe = self.redis.pipeline(transaction=True)
+        scores = []
         for outcome in result.outcomes:
             if outcome.status.startswith("unattributed:"):
                 _, objective, reason = outcome.status.split(":")
@@ -158,15 +159,15 @@ class InteractionsConsumer:
             x = featurize(outcome.snapshot, event.ts, event.context, self.settings.half_lives_s,
                           self.settings.event_types)
             score = self.scorer.score(event, x, f"{tp.topic}/{tp.partition}/{record.offset}")
-            self.scorer.write(pipe, score)
+            scores.append(score)
             self.producer.send(
                 self.settings.topic_scores, key=event.user_id.encode(), value=score_message(score)
             )
             self.metrics.scores.labels(score.model).inc()
-        last = records[-1].offset
-        pipe.set(scored_watermark_key(tp.topic, tp.partition), last)
-        pipe.execute()
+        # The topic first: once the scored watermark moves, these are never re-sent.
         self.producer.flush()
+        last = records[-1].offset
+        self.score_writer.write(tp.topic, tp.partition, scores, last)
         self.publish_examples(tp)
         self.applied[tp] = max(previous, last)
         newest = max((d.ts for _, d in decoded if isinstance(d, Event)), default=None)
@@ -194,7 +195,7 @@ class InteractionsConsumer:
 
     def _scorer(self) -> Scorer:
         served = self.champion.served
-        return Scorer(served.model, str(served.version), self.settings)
+        return Scorer(served.model, str(served.version))
 
     def _reload_champion(self) -> None:
         """Hot swap: every ``model_reload_s``, serve a promoted model or a newer version."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from importlib import resources
 
 import orjson
 import redis
@@ -23,6 +24,8 @@ import redis
 from learnloop.events import Event
 from learnloop.settings import Settings
 from models.base import Features, OnlineModel
+
+_SCRIPT = resources.files("learnloop").joinpath("write_scores.lua").read_text()
 
 
 def score_key(model: str, user: str, item: str | None) -> str:
@@ -57,13 +60,11 @@ class Score:
 
 
 class Scorer:
-    """Scores exposures with one model and writes the results."""
+    """Scores exposures with one model."""
 
-    def __init__(self, model: OnlineModel, version: str, settings: Settings) -> None:
+    def __init__(self, model: OnlineModel, version: str) -> None:
         self.model = model
         self.version = version
-        self.top_k = settings.top_k
-        self.ttl = settings.score_ttl_s
 
     def score(self, event: Event, x: Features, source: str) -> Score:
         """Score one exposure from its model input ``x``."""
@@ -74,20 +75,34 @@ class Scorer:
             event.event_id, event.ts, source, explain, time.time(),
         )
 
-    def write(self, pipe: redis.client.Pipeline, score: Score) -> None:
-        """Queue the Redis commands that store ``score`` on ``pipe``."""
-        key = score_key(score.model, score.user_id, score.item_id)
-        pipe.hset(key, mapping={
-            "score": repr(score.score), "model": score.model, "version": score.version,
-            "ts": repr(score.ts), "event_id": score.event_id, "source": score.source,
-            "scored_at": repr(score.scored_at), "explain": orjson.dumps(score.explain),
-        })
-        pipe.expire(key, self.ttl)
-        if score.item_id:
-            top = top_key(score.model, score.user_id)
-            pipe.zadd(top, {score.item_id: score.score})
-            pipe.zremrangebyrank(top, 0, -(self.top_k + 1))
-            pipe.expire(top, self.ttl)
+
+
+class ScoreWriter:
+    """Writes a partition's batch of scores and its scored watermark in one Lua call."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.ttl = settings.score_ttl_s
+        self.top_k = settings.top_k
+        self._write = client.register_script(_SCRIPT)
+
+    def write(self, topic: str, partition: int, scores: list[Score], last_offset: int) -> None:
+        """Store ``scores`` and mark ``last_offset`` of the partition as scored."""
+        payload = {"ttl": self.ttl, "top_k": self.top_k, "last_offset": last_offset,
+                   "scores": [self._wire(score) for score in scores]}
+        self._write(keys=[scored_watermark_key(topic, partition)], args=[orjson.dumps(payload)])
+
+    @staticmethod
+    def _wire(score: Score) -> dict:
+        return {
+            "key": score_key(score.model, score.user_id, score.item_id),
+            "top": top_key(score.model, score.user_id) if score.item_id else "",
+            "item": score.item_id or "", "score": repr(score.score),
+            "fields": [
+                "score", repr(score.score), "model", score.model, "version", score.version,
+                "ts", repr(score.ts), "event_id", score.event_id, "source", score.source,
+                "scored_at", repr(score.scored_at), "explain", orjson.dumps(score.explain).decode(),
+            ],
+        }
 
 
 def score_message(score: Score) -> bytes:

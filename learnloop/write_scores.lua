@@ -1,0 +1,18 @@
+-- Store one batch of scores and the partition's scored watermark, atomically.
+--
+-- KEYS[1]  scored watermark key of the source partition
+-- ARGV[1]  JSON: {ttl, top_k, last_offset, scores: [{key, top (or ""), item, score,
+--          fields: [name, value, ...]}]}
+
+local batch = cjson.decode(ARGV[1])
+for _, s in ipairs(batch.scores) do
+  redis.call('HSET', s.key, unpack(s.fields))
+  redis.call('EXPIRE', s.key, batch.ttl)
+  if s.top ~= '' then
+    redis.call('ZADD', s.top, s.score, s.item)
+    redis.call('ZREMRANGEBYRANK', s.top, 0, -(batch.top_k + 1))
+    redis.call('EXPIRE', s.top, batch.ttl)
+  end
+end
+redis.call('SET', KEYS[1], batch.last_offset)
+return #batch.scores
