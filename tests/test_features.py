@@ -40,7 +40,7 @@ def feature_hashes(client) -> dict[str, dict[str, float]]:
 def feature_stats(client) -> dict[bytes, bytes]:
     """Counters of the feature step; the join's depend on arrival order by design."""
     return {k: v for k, v in client.hgetall(STATS_KEY).items()
-            if not k.startswith((b"examples:", b"unattributed:"))}
+            if not k.startswith((b"examples:", b"unattributed:", b"late_exposures:"))}
 
 
 def dump_all(client) -> dict[str, object]:
