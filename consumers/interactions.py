@@ -202,8 +202,11 @@ class InteractionsConsumer:
         now = time.monotonic()
         if now >= self.next_reload:
             self.next_reload = now + self.settings.model_reload_s
+            previous = self.champion.served.name
             if self.champion.refresh():
                 self.scorer = self._scorer()
+                if self.champion.served.name != previous:
+                    self.serving_metrics.forget(previous)
         served = self.champion.served
         self.serving_metrics.version.labels(served.name).set(served.version)
         if served.published_at is not None:

@@ -1,8 +1,8 @@
 """From a point-in-time feature snapshot and an event to the model's input ``x``.
 
-Counts are log-scaled, rates are smoothed, ages are capped, and context strings are
-hashed into a fixed number of buckets, so the input space stays bounded whatever
-ids and values products send.
+Counts are log-scaled (zeros included), rates are smoothed, ages are capped, and
+context strings are hashed into a fixed number of buckets, so the input space stays
+bounded whatever ids and values products send.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def featurize(
     for prefix in _PREFIXES:
         for kind in event_types:
             for hl in half_lives:
-                count = snapshot.get(f"{prefix}.{kind}|{hl}", 0.0)
-                if count:
-                    x[f"{prefix}_{kind}_{hl}"] = math.log1p(count)
+                # zeros are kept: to a scaled linear model "no clicks" must not look
+                # like "an average number of clicks"
+                x[f"{prefix}_{kind}_{hl}"] = math.log1p(snapshot.get(f"{prefix}.{kind}|{hl}", 0.0))
             last = snapshot.get(f"{prefix}.last|{kind}")
             age = MAX_AGE_S if last is None else min(max(ts - last, 0.0), MAX_AGE_S)
             x[f"{prefix}_age_{kind}_h"] = age / 3600.0

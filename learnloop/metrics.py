@@ -121,6 +121,14 @@ class ServingMetrics:
             registry=registry,
         )
 
+    def forget(self, model: str) -> None:
+        """A swapped-out champion is no longer served: drop its series."""
+        for gauge in (self.version, self.age):
+            try:
+                gauge.remove(model)
+            except KeyError:
+                pass
+
 
 def serve(registry: CollectorRegistry, host: str, port: int) -> int:
     """Expose ``/metrics`` on ``host:port`` (port 0 picks a free one); return the port."""
