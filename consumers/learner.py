@@ -8,27 +8,36 @@ checkpointed, signed, to Redis every N examples or T seconds. On start the learn
 resumes from its newest valid checkpoint and seeks to the offsets it holds; examples
 re-sent by an interactions consumer after a crash are recognised by their source and
 skipped, so every example is learned exactly once.
+
+Drift detectors watch every model's loss, each objective's positive rate and a bounded
+set of inputs; an alert goes to the drift-alerts topic, a Redis stream and Prometheus,
+and triggers the model's response (alert only, reset, or a challenger that is promoted
+automatically once it beats the drifted model).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 
 import orjson
 import redis
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry
 
 import models
+from learnloop.alerts import AlertSink
 from learnloop.checkpoints import CheckpointStore
+from learnloop.drift import DriftMonitor
 from learnloop.evaluation import ProgressiveScore, lift
 from learnloop.featurize import featurize
-from learnloop.metrics import LearnerMetrics
+from learnloop.metrics import DriftMetrics, LearnerMetrics
 from learnloop.reader import metrics_key
+from learnloop.responses import promote_ready, respond
 from learnloop.settings import Settings
 from models.base import OnlineModel
 
@@ -42,6 +51,11 @@ class LearnerState:
 
     models: dict[str, OnlineModel]
     scores: dict[str, ProgressiveScore]
+    drift: DriftMonitor
+    recent_window: int
+    kinds: dict[str, str] = field(default_factory=dict)  # model → registry name
+    objectives: dict[str, str] = field(default_factory=dict)  # model → objective
+    challengers: dict[str, dict] = field(default_factory=dict)  # drift challengers
     consumed: dict[int, int] = field(default_factory=dict)  # examples partition → offset
     learned: dict[int, tuple[int, int]] = field(default_factory=dict)  # source → (offset, seq)
     examples: int = 0
@@ -49,10 +63,26 @@ class LearnerState:
 
     @classmethod
     def fresh(cls, settings: Settings) -> LearnerState:
-        return cls(
-            models={name: models.build(name) for name in settings.models},
-            scores={name: ProgressiveScore(settings.recent_window) for name in settings.models},
-        )
+        state = cls({}, {}, DriftMonitor(settings.drift_detector, settings.drift_params,
+                                         settings.drift_cooldown_s,
+                                         settings.drift_max_features),
+                     settings.recent_window)
+        for name in settings.models:
+            state.add_model(name, name, settings.objective_of(name))
+        return state
+
+    def add_model(self, name: str, kind: str, objective: str) -> None:
+        """A fresh model of registry ``kind`` learning ``objective``, evaluated from now."""
+        self.models[name] = models.build(kind)
+        self.scores[name] = ProgressiveScore(self.recent_window)
+        self.kinds[name] = kind
+        self.objectives[name] = objective
+
+    def kind_of(self, name: str) -> str:
+        return self.kinds[name]
+
+    def objective_of(self, name: str) -> str:
+        return self.objectives[name]
 
 
 class Learner:
@@ -68,12 +98,14 @@ class Learner:
         self.state = loaded.state if loaded else LearnerState.fresh(settings)
         self.version = loaded.version if loaded else 0
         for name in settings.models:  # a model added to the settings starts fresh
-            self.state.models.setdefault(name, models.build(name))
-            self.state.scores.setdefault(name, ProgressiveScore(settings.recent_window))
-        self.by_objective = {
-            objective: [m for m in settings.models if settings.objective_of(m) == objective]
-            for objective in settings.objectives
-        }
+            if name not in self.state.models:
+                self.state.add_model(name, name, settings.objective_of(name))
+        self.drift_metrics = DriftMetrics(registry)
+        self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                      client_id=f"learnloop-{NAME}")
+        self.alerts = AlertSink(client, self.producer, settings.topic_drift_alerts,
+                                self.drift_metrics, settings.drift_hold_s,
+                                settings.drift_stream_max)
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.last_example_at: float | None = None
@@ -100,9 +132,11 @@ class Learner:
                         self.learn_record(tp.partition, record.offset, record.value)
                 self.maybe_checkpoint()
                 self.update_staleness()
+                self.alerts.expire()
             self.checkpoint()
         finally:
             self.consumer.close(autocommit=False)
+            self.producer.close(timeout=5)
 
     def learn_record(self, partition: int, offset: int, raw: bytes) -> None:
         """Predict, then learn, for every model bound to the example's objective."""
@@ -120,13 +154,23 @@ class Learner:
         x = featurize(snapshot, exposure_ts, example.get("context") or {},
                       self.settings.half_lives_s, self.settings.event_types)
         y = example["label"] == 1
-        for name in self.by_objective.get(example["objective"], ()):
+        objective, label_ts = example["objective"], float(example["label_ts"])
+        where = f"{partition}/{offset}"
+        drift = self.state.drift
+        alerts = drift.observe_label(objective, y, label_ts, where)
+        alerts += drift.observe_features(objective, x, label_ts, where)
+        for name in [m for m, o in self.state.objectives.items() if o == objective]:
             model = self.state.models[name]
-            self.state.scores[name].update(y, model.predict_one(x))
+            p = model.predict_one(x)
+            self.state.scores[name].update(y, p)
             model.learn_one(x, y)
             self.metrics.learned.labels(name).inc()
-        self.metrics.label_delay.labels(example["objective"], "positive" if y else "negative") \
-            .observe(float(example["label_ts"]) - exposure_ts)
+            alerts += drift.observe_loss(name, log_loss(y, p), label_ts, where)
+        for alert in alerts:
+            self.alerts.publish(alert)
+            respond(self.state, alert, self.settings)
+        self.metrics.label_delay.labels(objective, "positive" if y else "negative") \
+            .observe(label_ts - exposure_ts)
         self.state.examples += 1
         self.since_checkpoint += 1
         self.last_example_at = time.time()
@@ -149,6 +193,9 @@ class Learner:
         self.last_checkpoint = time.monotonic()
         self.metrics.checkpoint_version.set(self.version)
         self.publish_metrics()
+        # only now does a checkpoint hold the challengers, so scorers can load them
+        self.drift_metrics.promotions.inc(len(promote_ready(self.state, self.redis,
+                                                            self.settings)))
 
     def publish_metrics(self) -> None:
         """Each model's progressive metrics and lift over the baseline: Prometheus + Redis."""
@@ -167,6 +214,12 @@ class Learner:
     def update_staleness(self) -> None:
         if self.last_example_at is not None:
             self.metrics.staleness.set(time.time() - self.last_example_at)
+
+
+def log_loss(y: bool, p: float) -> float:
+    """The per-example loss the concept-drift detectors watch (clipped like River's)."""
+    p = min(max(p, 1e-15), 1 - 1e-15)
+    return -math.log(p if y else 1.0 - p)
 
 
 class _Resume(ConsumerRebalanceListener):

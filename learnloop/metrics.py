@@ -103,6 +103,24 @@ class LearnerMetrics:
             gauge.labels(model, "recent").set(report[f"recent_{name}"])
 
 
+class DriftMetrics:
+    """Drift alerts: a counter, and a gauge held at 1 for a while after each alert."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.alerts = Counter(
+            "learnloop_drift_alerts", "Drift alerts by model (or objective) and signal.",
+            ["model", "signal"], registry=registry,
+        )
+        self.active = Gauge(
+            "learnloop_drift_active", "1 while a drift alert is within its hold time.",
+            ["model", "signal"], registry=registry,
+        )
+        self.promotions = Counter(
+            "learnloop_auto_promotions", "Drift challengers promoted automatically.",
+            registry=registry,
+        )
+
+
 class ServingMetrics:
     """What a scorer serves, and how old it is."""
 

@@ -32,13 +32,22 @@ def current_champion(client: redis.Redis, settings: Settings) -> str:
     return raw.decode() if raw else settings.champion
 
 
+def known_models(client: redis.Redis, settings: Settings) -> list[str]:
+    """Configured models, then any the learner added (drift challengers), by name."""
+    learned = sorted(k.decode().removeprefix("model:metrics:")
+                     for k in client.scan_iter(match="model:metrics:*"))
+    return list(dict.fromkeys([*settings.models, *learned]))
+
+
 def promote(client: redis.Redis, settings: Settings, name: str, why: str,
-            action: str = "promote") -> dict:
+            action: str = "promote", who: str | None = None,
+            known: list[str] | None = None) -> dict:
     """Serve ``name`` from now on; recorded with who, when and why."""
-    if name not in settings.models:
-        raise UnknownModel(f"{name!r} is not one of the configured models {list(settings.models)}")
+    known = known if known is not None else known_models(client, settings)
+    if name not in known:
+        raise UnknownModel(f"{name!r} is not a known model: {known}")
     entry = {"action": action, "from": current_champion(client, settings), "to": name,
-             "who": _who(), "why": why, "at": repr(time.time())}
+             "who": who or _who(), "why": why, "at": repr(time.time())}
     pipe = client.pipeline(transaction=True)
     pipe.hset("serving", "champion", name)
     pipe.xadd(HISTORY, entry, maxlen=1000, approximate=True)

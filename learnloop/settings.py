@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from learnloop.drift import DETECTORS
 from learnloop.errors import ConfigError
 from learnloop.objective import DEFAULT_OBJECTIVES, Objective, check_objectives
 
@@ -71,6 +72,17 @@ class Settings(BaseSettings):
     model_reload_s: float = Field(2.0, gt=0)
     recent_window: int = Field(1000, ge=10)
 
+    drift_detector: str = "ADWIN"
+    drift_params: dict[str, float] = Field(default_factory=dict)
+    drift_cooldown_s: float = Field(3600.0, ge=0)
+    drift_hold_s: float = Field(900.0, ge=0)
+    drift_max_features: int = Field(16, ge=0, le=256)
+    drift_stream_max: int = Field(10_000, ge=10)
+    drift_responses: dict[str, Literal["alert", "challenger", "reset"]] = Field(
+        default_factory=dict)
+    challenger_margin: float = Field(0.02, ge=0, lt=1)
+    challenger_min_examples: int = Field(1000, ge=1)
+
     @field_validator("models", "event_types", "half_lives_s", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
@@ -82,6 +94,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         check_objectives(self.objectives, self.event_types, self.model_objectives, self.models)
+        unknown = set(self.drift_responses) - set(self.models)
+        if unknown:
+            raise ValueError(f"drift_responses names unknown models {sorted(unknown)}")
+        if self.drift_detector not in DETECTORS:
+            raise ValueError(f"drift_detector must be one of {DETECTORS}")
         if self.baseline not in self.models:
             raise ValueError(f"baseline {self.baseline!r} is not one of models {list(self.models)}")
         if self.champion not in self.models:

@@ -1,0 +1,128 @@
+"""Drift detection on the learner's stream: concept (each model's loss), label (the
+positive rate of each objective) and feature (a bounded set of numeric inputs).
+
+Detectors are River's (``river.drift``; ADWIN by default). A detection becomes an
+:class:`Alert` unless the same (model, signal) alerted less than ``cooldown_s`` ago in
+event time. The monitor is plain data: it is pickled into every learner checkpoint,
+so a restart neither forgets a detector's window nor repeats an alert.
+
+>>> monitor = DriftMonitor("ADWIN", {}, cooldown_s=3600, max_features=0)
+>>> alerts = []
+>>> for n in range(3000):
+...     y = (n % 10 == 0) if n < 1500 else (n % 10 < 5)     # positive rate 0.1 → 0.5
+...     alerts += monitor.observe_label("engagement", y, ts=float(n), where="0/%d" % n)
+>>> [(a.signal, round(a.before, 2), a.after > 0.2) for a in alerts]
+[('label', 0.11, True)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from river import drift, stats, utils
+
+from learnloop.errors import ConfigError
+
+DETECTORS = ("ADWIN", "KSWIN", "PageHinkley")
+
+
+def make_detector(name: str, params: dict):
+    """A fresh River drift detector by class name, with ``params``."""
+    if name not in DETECTORS:
+        raise ConfigError(f"unknown drift detector {name!r}; choose one of {DETECTORS}")
+    return getattr(drift, name)(**params)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One detected drift, as published to the drift-alerts topic and Redis stream."""
+
+    model: str  # the model, or "objective:{name}" for label and feature drift
+    signal: str  # "concept", "label" or "feature:{name}"
+    detector: str
+    event_time: float  # label time of the example that triggered it
+    where: str  # examples partition/offset of that example
+    before: float  # mean of the signal since the previous drift
+    after: float  # mean of its last RECENT values, when the drift was detected
+
+    @property
+    def alert_id(self) -> str:
+        return f"{self.model}|{self.signal}|{self.where}"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "id": self.alert_id}
+
+
+#: How many of the latest values make the "after" level of an alert.
+RECENT = 50
+
+
+@dataclass
+class _Watch:
+    """One detector, the mean of its signal since the last drift, and its recent level."""
+
+    detector: object
+    mean: stats.Mean = field(default_factory=stats.Mean)
+    recent: utils.Rolling = field(
+        default_factory=lambda: utils.Rolling(stats.Mean, window_size=RECENT))
+
+
+class DriftMonitor:
+    """All detectors of a learner, with cooldowns; picklable."""
+
+    def __init__(self, detector: str, params: dict, cooldown_s: float, max_features: int):
+        make_detector(detector, params)  # fail early on a bad name or parameter
+        self.detector = detector
+        self.params = dict(params)
+        self.cooldown_s = cooldown_s
+        self.max_features = max_features
+        self.watches: dict[tuple[str, str], _Watch] = {}
+        self.last_alert: dict[tuple[str, str], float] = {}
+        self.features: list[str] = []
+
+    def observe_loss(self, model: str, loss: float, ts: float, where: str) -> list[Alert]:
+        """Concept drift: a change in ``model``'s per-example loss."""
+        return self._observe(model, "concept", loss, ts, where)
+
+    def observe_label(self, objective: str, y: bool, ts: float, where: str) -> list[Alert]:
+        """Label drift: a change in the objective's positive rate."""
+        return self._observe(f"objective:{objective}", "label", float(y), ts, where)
+
+    def observe_features(self, objective: str, x: dict[str, float], ts: float,
+                         where: str) -> list[Alert]:
+        """Feature drift on the first ``max_features`` numeric inputs seen (a bounded set)."""
+        if len(self.features) < self.max_features:
+            for name in sorted(x):
+                if name not in self.features and len(self.features) < self.max_features:
+                    self.features.append(name)
+        alerts: list[Alert] = []
+        for name in self.features:
+            if name in x:
+                alerts += self._observe(f"objective:{objective}", f"feature:{name}", x[name],
+                                        ts, where)
+        return alerts
+
+    def forget(self, model: str) -> None:
+        """Drop a model's detectors (after a reset, its loss starts a new story)."""
+        for key in [k for k in self.watches if k[0] == model]:
+            del self.watches[key]
+
+    def _observe(self, model: str, signal: str, value: float, ts: float,
+                 where: str) -> list[Alert]:
+        key = (model, signal)
+        watch = self.watches.get(key)
+        if watch is None:
+            watch = self.watches[key] = _Watch(make_detector(self.detector, self.params))
+        before = watch.mean.get()
+        watch.detector.update(value)
+        watch.mean.update(value)
+        watch.recent.update(value)
+        if not watch.detector.drift_detected:
+            return []
+        after = watch.recent.get()
+        watch.mean = stats.Mean()
+        last = self.last_alert.get(key)
+        if last is not None and ts - last < self.cooldown_s:
+            return []
+        self.last_alert[key] = ts
+        return [Alert(model, signal, self.detector, ts, where, before, after)]
