@@ -158,6 +158,7 @@ class InteractionsConsumer:
             record, event = by_offset[outcome.offset]
             x = featurize(outcome.snapshot, event.ts, event.context, self.settings.half_lives_s,
                           self.settings.event_types)
+            self._observe_feature_age(outcome.snapshot, event.ts)
             score = self.scorer.score(event, x, f"{tp.topic}/{tp.partition}/{record.offset}")
             scores.append(score)
             self.producer.send(
@@ -236,8 +237,17 @@ class InteractionsConsumer:
                 except KeyError:
                     pass
 
+    def _observe_feature_age(self, snapshot: dict[str, float], ts: float) -> None:
+        for prefix, entity in (("u.last|", "user"), ("i.last|", "item")):
+            newest = max((v for k, v in snapshot.items() if k.startswith(prefix)), default=None)
+            if newest is not None:
+                self.metrics.feature_age.labels(entity).observe(max(ts - newest, 0.0))
+
     def _update_lag(self) -> None:
         now = time.time()
+        if self.newest_event_ts:
+            self.metrics.topic_event_age.labels(self.settings.topic_interactions).set(
+                now - max(self.newest_event_ts.values()))
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
             if highwater is not None:

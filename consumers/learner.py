@@ -109,6 +109,7 @@ class Learner:
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.last_example_at: float | None = None
+        self.newest_label_ts: float | None = None
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap, group_id=settings.learner_group,
             client_id=f"learnloop-{NAME}", enable_auto_commit=False,
@@ -174,6 +175,7 @@ class Learner:
         self.state.examples += 1
         self.since_checkpoint += 1
         self.last_example_at = time.time()
+        self.newest_label_ts = max(label_ts, self.newest_label_ts or label_ts)
 
     def maybe_checkpoint(self) -> None:
         due = time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_every_s
@@ -212,8 +214,12 @@ class Learner:
         pipe.execute()
 
     def update_staleness(self) -> None:
+        now = time.time()
         if self.last_example_at is not None:
-            self.metrics.staleness.set(time.time() - self.last_example_at)
+            self.metrics.staleness.set(now - self.last_example_at)
+        if self.newest_label_ts is not None:
+            self.metrics.topic_event_age.labels(self.settings.topic_examples).set(
+                now - self.newest_label_ts)
 
 
 def log_loss(y: bool, p: float) -> float:

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -249,6 +250,50 @@ def models_history() -> None:
 
     for entry in history(_redis()):
         typer.echo(json.dumps(entry))
+
+
+@app.command()
+def drift(count: Annotated[int, typer.Option("-n", help="How many alerts.")] = 20) -> None:
+    """Recent drift alerts, newest first."""
+    from rich.table import Table
+
+    from learnloop.alerts import recent_alerts
+
+    table = Table(title="drift alerts (newest first)")
+    columns = ("event_time", "model", "signal", "detector", "before", "after", "where")
+    for column in columns:
+        table.add_column(column)
+    for alert in recent_alerts(_redis(), count):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(alert["event_time"])))
+        table.add_row(when, alert["model"], alert["signal"], alert["detector"],
+                      f"{float(alert['before']):.4f}", f"{float(alert['after']):.4f}",
+                      alert["where"])
+    Console().print(table)
+
+
+@app.command()
+def status() -> None:
+    """Lag, staleness and model versions at a glance."""
+    from learnloop.status import collect
+
+    settings = _settings()
+    if settings.kafka_bootstrap is None:
+        console.print("[red]LEARNLOOP_KAFKA_BOOTSTRAP is not set[/red] (see `learnloop up`)")
+        raise typer.Exit(2)
+    info = collect(settings, _redis())
+    out = Console()
+    out.print(f"[bold]serving[/bold] {info['champion']}")
+    ckpt = info["checkpoint"]
+    age = "-" if ckpt["age_s"] is None else f"{ckpt['age_s']:.0f}s ago"
+    out.print(f"[bold]checkpoint[/bold] v{ckpt['version'] or 0}, {ckpt['examples']} examples, "
+              f"published {age}; {ckpt['examples_not_yet_checkpointed']} examples since")
+    for p in info["interactions"]:
+        lag_s = "-" if p["event_time_lag_s"] is None else f"{p['event_time_lag_s']:.0f}s"
+        out.print(f"partition {p['partition']}: lag {p['lag_offsets']} messages, "
+                  f"newest event {lag_s} old")
+    for alert in info["drift_alerts"]:
+        out.print(f"[yellow]drift[/yellow] {alert['model']} {alert['signal']} "
+                  f"{float(alert['before']):.3f} → {float(alert['after']):.3f}")
 
 
 if __name__ == "__main__":

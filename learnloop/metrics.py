@@ -10,6 +10,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 _BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+def topic_event_age(registry: CollectorRegistry) -> Gauge:
+    """Per topic: wall clock minus the newest event time seen (shared by all consumers
+    of one process, so it is registered once)."""
+    name = "learnloop_topic_last_event_age_seconds"
+    existing = registry._names_to_collectors.get(name)  # noqa: SLF001 - no public lookup
+    if existing is not None:
+        return existing
+    return Gauge(name, "Wall clock minus the newest event time seen on a topic.", ["topic"],
+                 registry=registry)
+
+
 class InteractionsMetrics:
     """Metrics of the interactions consumer."""
 
@@ -60,6 +71,13 @@ class InteractionsMetrics:
             "learnloop_commit_failures", "Kafka offset commits that failed (lag hint only).",
             registry=registry,
         )
+        self.feature_age = Histogram(
+            "learnloop_feature_age_seconds",
+            "At scoring: exposure time minus the newest event in its user/item features.",
+            ["entity"], registry=registry,
+            buckets=(1, 10, 60, 300, 900, 3600, 21600, 86400, 604800, 2592000),
+        )
+        self.topic_event_age = topic_event_age(registry)
 
 
 class LearnerMetrics:
@@ -95,6 +113,7 @@ class LearnerMetrics:
             "learnloop_checkpoint_version", "Newest checkpoint version written.",
             registry=registry,
         )
+        self.topic_event_age = topic_event_age(registry)
 
     def publish(self, model: str, report: dict[str, float]) -> None:
         """Set every quality gauge of ``model`` from its report."""
