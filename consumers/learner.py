@@ -108,7 +108,9 @@ class Learner:
                                 settings.drift_stream_max)
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
-        self.last_example_at: float | None = None
+        # staleness counts from the last checkpoint (or now): a learner that restarts
+        # into silence must not read as fresh forever
+        self.last_example_at: float = loaded.published_at if loaded else time.time()
         self.newest_label_ts: float | None = None
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap, group_id=settings.learner_group,
@@ -215,8 +217,7 @@ class Learner:
 
     def update_staleness(self) -> None:
         now = time.time()
-        if self.last_example_at is not None:
-            self.metrics.staleness.set(now - self.last_example_at)
+        self.metrics.staleness.set(now - self.last_example_at)
         if self.newest_label_ts is not None:
             self.metrics.topic_event_age.labels(self.settings.topic_examples).set(
                 now - self.newest_label_ts)

@@ -1,4 +1,5 @@
 """Static checks on docker-compose.yml and the Prometheus config it mounts.
+(The alert rules and Grafana's provisioning are checked in test_monitoring.py.)
 
 No Docker engine needed: the files are parsed with PyYAML. If ``docker-compose``
 is on PATH, one extra test asks it to validate the file too.
@@ -100,6 +101,42 @@ def test_prometheus_scrapes_every_learnloop_service(services):
             targets.update(static["targets"])
     for name in _learnloop_services(services):
         assert f"{name}:{METRICS_PORT}" in targets, (name, sorted(targets))
+
+
+def _bind_mounts(service: dict) -> dict[str, Path]:
+    """Container path -> host path of a service's bind mounts (``./host:/container[:ro]``)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        host, container, *_mode = volume.split(":")
+        if host.startswith("."):
+            mounts[container] = (ROOT / host).resolve()
+    return mounts
+
+
+def test_prometheus_mounts_its_rule_files(services):
+    """rule_files resolve relative to the config's directory inside the container."""
+    mounts = _bind_mounts(services["prometheus"])
+    config = "/etc/prometheus/prometheus.yml"
+    rule_files = yaml.safe_load(mounts[config].read_text()).get("rule_files") or []
+    assert rule_files, "prometheus.yml loads no alert rules"
+    for rule_file in rule_files:
+        in_container = str(Path(config).parent / rule_file)
+        assert in_container in mounts, f"{rule_file} is not mounted at {in_container}"
+        assert mounts[in_container].is_file(), mounts[in_container]
+
+
+def test_grafana_next_to_prometheus(services):
+    grafana = services["grafana"]
+    image, _, tag = grafana["image"].partition(":")
+    assert image == "grafana/grafana" and tag and tag != "latest", grafana["image"]
+    deps = grafana.get("depends_on")
+    assert "prometheus" in deps, deps  # a list or a mapping of conditions
+    assert "3000:3000" in [str(p) for p in grafana["ports"]]
+    mounts = _bind_mounts(grafana)
+    assert "/etc/grafana/provisioning" in mounts, sorted(mounts)
+    for volume in grafana["volumes"]:
+        if volume.startswith("."):
+            assert volume.endswith(":ro"), volume
 
 
 def test_docker_compose_config_is_valid():
