@@ -29,6 +29,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 
 from learnloop.checkpoints import CheckpointStore, checkpoint_store
+from learnloop.connect import consumer_options
 from learnloop.deadletters import dead_letter
 from learnloop.events import Event, EventDecoder, Rejection
 from learnloop.features import FeatureStore, outbox_key
@@ -64,18 +65,7 @@ class InteractionsConsumer:
         self.next_reload = time.monotonic() + settings.model_reload_s
         self.applied: dict[TopicPartition, int] = {}
         self.newest_event_ts: dict[TopicPartition, float] = {}
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=settings.consumer_group,
-            client_id=f"learnloop-{NAME}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.max_poll_records,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            max_poll_interval_ms=settings.max_poll_interval_ms,
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=max(settings.session_timeout_ms // 4, 500),
-        )
+        self.consumer = KafkaConsumer(**consumer_options(settings, settings.consumer_group, NAME))
         self.producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
             client_id=f"learnloop-{NAME}",

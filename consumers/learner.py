@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 import models
 from learnloop.alerts import AlertSink
 from learnloop.checkpoints import CheckpointStore
+from learnloop.connect import consumer_options
 from learnloop.drift import DriftMonitor
 from learnloop.evaluation import ProgressiveScore, lift
 from learnloop.featurize import featurize
@@ -112,14 +113,7 @@ class Learner:
         # into silence must not read as fresh forever
         self.last_example_at: float = loaded.published_at if loaded else time.time()
         self.newest_label_ts: float | None = None
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=settings.learner_group,
-            client_id=f"learnloop-{NAME}", enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=settings.max_poll_records,
-            max_poll_interval_ms=settings.max_poll_interval_ms,
-            session_timeout_ms=settings.session_timeout_ms,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        )
+        self.consumer = KafkaConsumer(**consumer_options(settings, settings.learner_group, NAME))
         log.info("learner starts from checkpoint %d (%d examples)", self.version,
                  self.state.examples)
 

@@ -50,6 +50,19 @@ def admin_client(settings: Settings) -> KafkaAdminClient:
         ) from None
 
 
+def consumer_options(settings: Settings, group: str, name: str) -> dict:
+    """kafka-python consumer settings every learnloop consumer shares."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap, "group_id": group,
+        "client_id": f"learnloop-{name}", "enable_auto_commit": False,
+        "auto_offset_reset": "earliest", "max_poll_records": settings.max_poll_records,
+        "max_poll_interval_ms": settings.max_poll_interval_ms,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": max(settings.session_timeout_ms // 4, 500),
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+    }
+
+
 def partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, int]:
     """Partition count of each existing topic among ``topics``."""
     existing = set(admin.list_topics())
