@@ -35,12 +35,17 @@ local applied = tonumber(redis.call('GET', KEYS[1]) or '-1')
 
 local function fmt(x) return string.format('%.17g', x) end
 
-local function is_decayed(field)
-  return field ~= 't' and string.sub(field, 1, 5) ~= 'last|'
-end
-
+-- Half-life of a decayed field ('click|3600' → 3600), false for 't' and 'last|…';
+-- memoized: the same few field names recur for every event.
+local half_life_memo = {}
 local function half_life_of(field)
-  return tonumber(string.match(field, '|(%d+)$'))
+  local hl = half_life_memo[field]
+  if hl == nil then
+    hl = field ~= 't' and string.sub(field, 1, 5) ~= 'last|'
+         and tonumber(string.match(field, '|(%d+)$')) or false
+    half_life_memo[field] = hl
+  end
+  return hl
 end
 
 -- Read a feature hash as a Lua table of numbers.
@@ -53,20 +58,28 @@ end
 
 -- The hash's fields as of time `at` (never earlier than its reference time).
 local function as_of(state, at)
-  local out = {}
   local ref = state['t']
+  if not ref or at <= ref then return state end
+  local out = {}
+  local factors = {}  -- one pow per half-life, not per field
   for field, value in pairs(state) do
-    if ref and at > ref and is_decayed(field) then
-      value = value * math.pow(2, -(at - ref) / half_life_of(field))
+    local hl = half_life_of(field)
+    if hl then
+      local factor = factors[hl]
+      if not factor then
+        factor = math.pow(2, -(at - ref) / hl)
+        factors[hl] = factor
+      end
+      value = value * factor
     end
     out[field] = value
   end
-  if ref and at > ref then out['t'] = at end
+  out['t'] = at
   return out
 end
 
-local function apply(key, ev)
-  local state = load(key)
+-- Count ``ev`` into the feature hash ``key`` whose current fields are ``state``.
+local function apply(key, state, ev)
   local ref = state['t'] or ev.t
   if ev.t > ref then
     state = as_of(state, ev.t)
@@ -104,10 +117,10 @@ end
 
 -- Point-in-time snapshot for an exposure: every feature as of its event time,
 -- before the exposure itself is counted.
-local function snapshot(ev)
+local function snapshot(states, at)
   local snap = {}
-  for prefix, key in pairs(feature_keys(ev)) do
-    for field, value in pairs(as_of(load(key), ev.t)) do
+  for prefix, state in pairs(states) do
+    for field, value in pairs(as_of(state, at)) do
       snap[prefix .. '.' .. field] = fmt(value)
     end
   end
@@ -124,13 +137,14 @@ local function contains(list, value)
 end
 
 local function emit(pending, id, label, label_ts, feedback, objective, source)
-  local snap = redis.call('GET', 'snap:' .. id)
-  redis.call('RPUSH', KEYS[4], cjson.encode({
+  local snap = redis.call('GET', 'snap:' .. id) or '{}'
+  local head = cjson.encode({
     objective = objective, exposure_id = id, user_id = pending.u, item_id = pending.i,
     label = label, exposure_ts = fmt(pending.t), label_ts = fmt(label_ts),
-    feedback = feedback or '', context = pending.c,
-    features = snap and cjson.decode(snap) or {}, source = source,
-  }))
+    feedback = feedback or '', context = pending.c, source = source,
+  })
+  -- the stored snapshot is JSON already: splice it in rather than decode and re-encode
+  redis.call('RPUSH', KEYS[4], string.sub(head, 1, -2) .. ',"features":' .. snap .. '}')
   local kind = label == 1 and 'positive' or 'negative'
   redis.call('HINCRBY', KEYS[2], 'examples:' .. objective .. ':' .. kind, 1)
 end
@@ -185,10 +199,9 @@ local seq = 0
 
 -- An exposure older than the newest event already in its user-item features cannot get
 -- a point-in-time snapshot (its own feedback may be in there): it is scored, not learned.
-local function late(ev)
-  if ev.i == '' then return false end
-  local ref = tonumber(redis.call('HGET', 'fui:' .. ev.u .. ':' .. ev.i, 't') or '-1e308')
-  return ev.t < ref
+local function late(ev, states)
+  local ui = states['ui']
+  return ui ~= nil and ui['t'] ~= nil and ev.t < ui['t']
 end
 
 local function join(ev, out, is_late)
@@ -255,15 +268,18 @@ for _, ev in ipairs(batch.events) do
     redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
   else
     seq = 0
-    local is_late = ev.x == 1 and late(ev)
+    local keys = feature_keys(ev)
+    local states = {}
+    for prefix, key in pairs(keys) do states[prefix] = load(key) end
+    local is_late = ev.x == 1 and late(ev, states)
     redis.call('HINCRBY', KEYS[2], 'events', 1)
     if ev.x == 1 then
       redis.call('HINCRBY', KEYS[2], 'exposures', 1)
-      local snap = snapshot(ev)
+      local snap = snapshot(states, ev.t)
       redis.call('SET', 'snap:' .. ev.id, snap, 'EX', batch.snapshot_ttl)
       out[#out + 1] = ev.o; out[#out + 1] = 'new'; out[#out + 1] = snap
     end
-    for _, key in pairs(feature_keys(ev)) do apply(key, ev) end
+    for prefix, key in pairs(keys) do apply(key, states[prefix], ev) end
     join(ev, out, is_late)
     if ev.t > newest then
       newest = ev.t
