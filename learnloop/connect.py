@@ -26,12 +26,20 @@ def redis_client(settings: Settings) -> redis.Redis:
     )
     try:
         client.ping()
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+    except redis.ResponseError:
+        policy = ""  # CONFIG may be disabled (managed Redis): nothing to check
     except redis.RedisError as exc:
         where = client.connection_pool.connection_kwargs
         raise ServiceUnreachable(
             f"Redis at {where.get('host')}:{where.get('port')} does not answer: "
             f"{type(exc).__name__}"
         ) from None
+    if policy.startswith("allkeys-"):
+        raise ConfigError(
+            f"Redis maxmemory-policy is {policy!r}: it could evict a watermark and break "
+            "exactly-once; use noeviction (or a volatile-* policy)"
+        )
     return client
 
 

@@ -92,3 +92,16 @@ def test_cli_up_prints_variables_and_stops_on_ctrl_c():
     assert up.wait(20) == 0
     time.sleep(0.1)
     assert not any(_alive(pid) for pid in children)
+
+
+def test_refuses_a_redis_that_may_evict_any_key(stack, redis_conn):
+    from learnloop.connect import redis_client
+
+    settings = load_settings(**stack.env_settings())
+    redis_conn.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(ConfigError, match="allkeys-lru"):
+            redis_client(settings)
+    finally:
+        redis_conn.config_set("maxmemory-policy", "noeviction")
+    assert redis_client(settings).ping()
