@@ -32,9 +32,10 @@ from learnloop.checkpoints import CheckpointStore, checkpoint_store
 from learnloop.connect import consumer_options
 from learnloop.deadletters import dead_letter
 from learnloop.events import Event, EventDecoder, Rejection
-from learnloop.features import FeatureStore, outbox_key
+from learnloop.features import FeatureStore
 from learnloop.featurize import featurize
 from learnloop.metrics import InteractionsMetrics, ServingMetrics
+from learnloop.outbox import Outbox
 from learnloop.scoring import Scorer, ScoreWriter, score_message, scored_watermark_key
 from learnloop.serving import ChampionLoader
 from learnloop.settings import Settings
@@ -62,6 +63,7 @@ class InteractionsConsumer:
                                                                           self.serving_metrics))
         self.scorer = self._scorer()
         self.score_writer = ScoreWriter(client, settings)
+        self.outbox = Outbox(client)
         self.next_reload = time.monotonic() + settings.model_reload_s
         self.applied: dict[TopicPartition, int] = {}
         self.newest_event_ts: dict[TopicPartition, float] = {}
@@ -123,9 +125,18 @@ class InteractionsConsumer:
             self.producer.flush()
 
         # 2. Features and the watermark, one atomic Lua call.
-        result = self.features.apply_batch(
-            tp.topic, tp.partition, [(record.offset, d) for record, d in decoded]
-        )
+        try:
+            result = self.features.apply_batch(
+                tp.topic, tp.partition, [(record.offset, d) for record, d in decoded]
+            )
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("GAP"):
+                raise
+            log.warning("partition %s: Redis is behind this batch (%s); seeking back",
+                        tp.partition, exc)
+            self.metrics.redis_regressions.inc()
+            self.resume([tp])
+            return
         previous = result.previous_watermark
         for record, rejection in rejected:
             if record.offset > previous:
@@ -171,8 +182,7 @@ class InteractionsConsumer:
         A crash between the send and the trim re-sends; the learner drops examples
         whose source (partition, offset, seq) it has already learned.
         """
-        key = outbox_key(tp.topic, tp.partition)
-        entries = self.redis.lrange(key, 0, -1)
+        entries = self.outbox.pending(tp.topic, tp.partition)
         if not entries:
             return
         for raw in entries:
@@ -180,7 +190,7 @@ class InteractionsConsumer:
             label = orjson.loads(raw)["label"]
             self.metrics.examples.labels("positive" if label == 1 else "negative").inc()
         self.producer.flush()
-        self.redis.ltrim(key, len(entries), -1)
+        self.outbox.trim_through(tp.topic, tp.partition, entries[-1])
 
     # -- bookkeeping ------------------------------------------------------------------
 

@@ -253,6 +253,13 @@ end
 -- Where an event came from: its partition's watermark key and its offset.
 local function origin(ev) return KEYS[1] .. '@' .. ev.o end
 
+-- A batch that does not continue from the watermark means Redis lost writes (restarted
+-- without them): refuse it, so the consumer seeks back instead of leaving a hole.
+local first = batch.events[1]
+if first and applied >= 0 and first.o > applied + 1 then
+  return redis.error_reply('GAP ' .. applied)
+end
+
 local out = { applied }
 local highest = applied
 for _, ev in ipairs(batch.events) do

@@ -11,6 +11,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import SecretStr
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from learnloop.embedded import EmbeddedStack
 from learnloop.errors import ConfigError, ServiceUnreachable, TopicMismatch
@@ -18,12 +20,24 @@ from learnloop.settings import Settings
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    """A Redis client for ``settings.redis_url``, checked with PING."""
+    """A Redis client for ``settings.redis_url``, checked with PING (fails fast), that
+    then rides out outages: every command retries with exponential backoff for about
+    ``redis_retry_s`` seconds. learnloop's writes are idempotent, so a retry after a
+    lost reply changes nothing."""
     if settings.redis_url is None:
         raise ConfigError("LEARNLOOP_REDIS_URL is not set")
-    client = redis.Redis.from_url(
-        settings.redis_url.get_secret_value(), socket_connect_timeout=5, socket_timeout=30
+    url = settings.redis_url.get_secret_value()
+    _check_redis(redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30))
+    retries = max(1, int(settings.redis_retry_s / 2))  # backoff caps at 2 s a try
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=5, socket_timeout=30,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+
+
+def _check_redis(client: redis.Redis) -> None:
+    """Reachable, and not configured to evict keys it must keep."""
     try:
         client.ping()
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
@@ -40,7 +54,7 @@ def redis_client(settings: Settings) -> redis.Redis:
             f"Redis maxmemory-policy is {policy!r}: it could evict a watermark and break "
             "exactly-once; use noeviction (or a volatile-* policy)"
         )
-    return client
+    client.close()
 
 
 def admin_client(settings: Settings) -> KafkaAdminClient:

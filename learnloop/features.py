@@ -104,7 +104,7 @@ class FeatureStore:
                   outbox_key(topic, partition)],
             args=[orjson.dumps(payload)],
         )
-        outcomes = []
+        outcomes = []  # (a "GAP n" ResponseError means: resume after offset n)
         for n in range(1, len(flat), 3):
             raw = flat[n + 2]
             snapshot = {k: float(v) for k, v in orjson.loads(raw).items()} if raw else None

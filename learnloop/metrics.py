@@ -71,6 +71,11 @@ class InteractionsMetrics:
             "learnloop_commit_failures", "Kafka offset commits that failed (lag hint only).",
             registry=registry,
         )
+        self.redis_regressions = Counter(
+            "learnloop_redis_regressions",
+            "Batches refused because Redis' watermark went back (lost writes); replayed.",
+            registry=registry,
+        )
         self.feature_age = Histogram(
             "learnloop_feature_age_seconds",
             "At scoring: exposure time minus the newest event in its user/item features.",

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str | None = None
     redis_url: SecretStr | None = None
+    redis_retry_s: float = Field(60.0, ge=0)
 
     topic_interactions: str = "interactions"
     topic_scores: str = "scores"

@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from learnloop.connect import ensure_topics
+from learnloop.connect import ensure_topics, redis_client
 from learnloop.embedded import EmbeddedStack
 from learnloop.settings import Settings, load_settings
 
@@ -108,7 +108,7 @@ def start_consumer(redis_conn: redis.Redis) -> Iterator[Callable[[Settings], Run
     running: list[RunningConsumer] = []
 
     def start(settings: Settings) -> RunningConsumer:
-        client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+        client = redis_client(settings)  # as in production: retries with backoff
         running.append(RunningConsumer(settings, client))
         return running[-1]
 

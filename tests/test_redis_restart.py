@@ -1,0 +1,89 @@
+"""Redis killed and restarted mid-stream: consumers pause, retry with backoff, lose nothing."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+import redis
+from pydantic import SecretStr
+
+from learnloop.embedded import _die_with_parent, free_port, redis_server_binary
+from tests.conftest import event, make_settings, wait_for
+
+N = 400
+
+
+class OwnRedis:
+    """A redis-server with AOF (fsync always) on a fixed port and dir, restartable."""
+
+    def __init__(self, workdir) -> None:
+        self.port, self.workdir = free_port(), workdir
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.workdir), "--appendonly", "yes", "--appendfsync", "always",
+             "--save", ""],
+            stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        )
+        client = redis.Redis(port=self.port)
+        wait_for(lambda: _answers(client), 10, "redis-server to answer")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_a_redis_restart_mid_stream_loses_and_doubles_nothing(stack, own_redis, producer,
+                                                              start_consumer):
+    settings = make_settings(stack, redis_url=SecretStr(own_redis.url), redis_retry_s=30)
+    client = redis.Redis.from_url(own_redis.url)
+    running = start_consumer(settings)
+
+    def applied() -> int:
+        try:
+            return int(client.hget("stats:interactions", "events") or 0)
+        except redis.ConnectionError:
+            return 0
+
+    def publish(start: int, stop: int) -> None:
+        for n in range(start, stop):
+            user = f"u{n % 7}"
+            producer.send(settings.topic_interactions, key=user.encode(),
+                          value=event(n, user=user, item=f"i{n % 5}"))
+        producer.flush()
+
+    publish(0, N // 2)
+    wait_for(lambda: applied() >= N // 4, what="a first part applied")
+    own_redis.kill()
+    publish(N // 2, N)  # arrives while Redis is down
+    own_redis.start()
+    wait_for(lambda: applied() == N, 60, f"all {N} events applied")
+    stats = {k.decode(): int(v) for k, v in client.hgetall("stats:interactions").items()}
+    assert stats["events"] == stats["exposures"] == N
+    assert stats.get("duplicates", 0) == 0
+    scores = list(client.scan_iter(match=f"score:{settings.champion}:*"))
+    assert len(scores) == len({(n % 7, n % 5) for n in range(N)})
+    assert running.error is None and running.thread.is_alive()
