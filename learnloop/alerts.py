@@ -33,14 +33,20 @@ class AlertSink:
         self.active_until: dict[tuple[str, str], float] = {}
 
     def publish(self, alert: Alert) -> bool:
-        """Publish ``alert`` unless it already was; True if it went out now."""
-        if not self.client.set(f"drift:sent:{alert.alert_id}", 1, nx=True, ex=_SENT_TTL_S):
+        """Publish ``alert`` unless it already was; True if it went out now.
+
+        The "sent" marker is written last: a crash in between repeats the alert after
+        the restart rather than losing it.
+        """
+        marker = f"drift:sent:{alert.alert_id}"
+        if self.client.exists(marker):
             return False
         body = alert.as_dict()
-        self.producer.send(self.topic, key=alert.model.encode(), value=orjson.dumps(body))
-        self.producer.flush()
+        self.producer.send(self.topic, key=alert.model.encode(),
+                           value=orjson.dumps(body)).get(timeout=30)
         self.client.xadd(STREAM, {k: str(v) for k, v in body.items()},
                          maxlen=self.stream_max, approximate=True)
+        self.client.set(marker, 1, ex=_SENT_TTL_S)
         self.metrics.alerts.labels(alert.model, alert.signal).inc()
         self.metrics.active.labels(alert.model, alert.signal).set(1)
         self.active_until[(alert.model, alert.signal)] = time.monotonic() + self.hold_s

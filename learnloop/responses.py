@@ -5,7 +5,9 @@ A challenger is a fresh clone of the drifted model (same registry kind), named
 ``{model}~{n}``, that learns from the drift point on. Once it has seen
 ``challenger_min_examples`` examples and its recent-window log loss beats its parent's
 by ``challenger_margin`` (relative), it is promoted — recorded in ``serving:history``
-like a manual promotion — if its parent is the model being served.
+like a manual promotion — if its parent is the model being served. Only a rising loss
+gets a response (ADWIN also fires when a model improves). A challenger that has not won
+after ``PATIENCE`` × the minimum examples retires, so a later drift can start another.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def respond(state, alert: Alert, settings: Settings) -> str | None:
     """Apply the model's drift response to ``state``; return a new challenger's name."""
     if alert.signal != "concept" or alert.model not in state.models:
         return None
+    if alert.after <= alert.before:
+        return None  # the loss fell: the model got better, nothing to respond to
     policy = settings.drift_responses.get(alert.model, "alert")
     if policy == "reset":
         state.models[alert.model] = models.build(state.kind_of(alert.model))
@@ -44,6 +48,11 @@ def respond(state, alert: Alert, settings: Settings) -> str | None:
     return None
 
 
+#: A challenger that has not won after this many times the minimum examples retires,
+#: so that a later drift can start a new one.
+PATIENCE = 3
+
+
 def ready_to_promote(state, settings: Settings) -> list[str]:
     """Challengers that beat their parent over the recent window by the margin."""
     ready = []
@@ -52,6 +61,10 @@ def ready_to_promote(state, settings: Settings) -> list[str]:
             continue
         mine = state.scores[name].report()
         if mine["examples"] < settings.challenger_min_examples:
+            continue
+        if mine["examples"] > PATIENCE * settings.challenger_min_examples:
+            challenger["done"] = True  # never won: retire (it keeps learning, unserved)
+            log.info("challenger %s retires without beating %s", name, challenger["parent"])
             continue
         parent = state.scores[challenger["parent"]].report()
         if mine["recent_logloss"] < parent["recent_logloss"] * (1 - settings.challenger_margin):
@@ -67,12 +80,13 @@ def promote_ready(state, client: redis.Redis, settings: Settings) -> list[str]:
         challenger["done"] = True
         if current_champion(client, settings) != challenger["parent"]:
             continue  # it beat a challenger, not the champion: it stays a challenger
-        if not client.set(f"serving:auto:{name}", 1, nx=True):
+        marker = f"serving:auto:{name}"
+        if client.exists(marker):
             continue  # promoted before a crash; the replay must not record it twice
         report = state.scores[name].report()
         promote(client, settings, name, why=(
             f"drift challenger beat {challenger['parent']} on recent log loss "
             f"({report['recent_logloss']:.4f}) after {int(report['examples'])} examples"),
-            who=WHO, known=list(state.models))
+            who=WHO, known=list(state.models), marker=marker)
         promoted.append(name)
     return promoted

@@ -41,8 +41,9 @@ def known_models(client: redis.Redis, settings: Settings) -> list[str]:
 
 def promote(client: redis.Redis, settings: Settings, name: str, why: str,
             action: str = "promote", who: str | None = None,
-            known: list[str] | None = None) -> dict:
-    """Serve ``name`` from now on; recorded with who, when and why."""
+            known: list[str] | None = None, marker: str | None = None) -> dict:
+    """Serve ``name`` from now on; recorded with who, when and why (and ``marker`` set in
+    the same transaction, for callers that must never promote twice)."""
     known = known if known is not None else known_models(client, settings)
     if name not in known:
         raise UnknownModel(f"{name!r} is not a known model: {known}")
@@ -51,6 +52,8 @@ def promote(client: redis.Redis, settings: Settings, name: str, why: str,
     pipe = client.pipeline(transaction=True)
     pipe.hset("serving", "champion", name)
     pipe.xadd(HISTORY, entry, maxlen=1000, approximate=True)
+    if marker:
+        pipe.set(marker, 1)
     pipe.execute()
     return entry
 
