@@ -160,6 +160,9 @@ class Learner:
             model = self.state.models[name]
             p = model.predict_one(x)
             self.state.scores[name].update(y, p)
+            for challenger in self.state.challengers.values():
+                if challenger["parent"] == name and not challenger["done"]:
+                    challenger["parent_score"].update(y, p)
             model.learn_one(x, y)
             self.metrics.learned.labels(name).inc()
             alerts += drift.observe_loss(name, log_loss(y, p), label_ts, where)

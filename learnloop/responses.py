@@ -3,9 +3,9 @@
 
 A challenger is a fresh clone of the drifted model (same registry kind), named
 ``{model}~{n}``, that learns from the drift point on. Once it has seen
-``challenger_min_examples`` examples and its recent-window log loss beats its parent's
-by ``challenger_margin`` (relative), it is promoted — recorded in ``serving:history``
-like a manual promotion — if its parent is the model being served. Only a rising loss
+``challenger_min_examples`` examples and its recent-window log loss beats its
+parent's *on the same examples* by ``challenger_margin`` (relative), it is promoted
+— recorded in ``serving:history`` like a manual promotion — if its parent is served. Only a rising loss
 gets a response (ADWIN also fires when a model improves). A challenger that has not won
 after ``PATIENCE`` × the minimum examples retires, so a later drift can start another.
 """
@@ -18,6 +18,7 @@ import redis
 
 import models
 from learnloop.drift import Alert
+from learnloop.evaluation import ProgressiveScore
 from learnloop.serving import current_champion, promote
 from learnloop.settings import Settings
 
@@ -42,7 +43,9 @@ def respond(state, alert: Alert, settings: Settings) -> str | None:
             return None  # one challenger at a time per model
         name = f"{alert.model}~{len(mine) + 1}"
         state.add_model(name, state.kind_of(alert.model), state.objective_of(alert.model))
-        state.challengers[name] = {"parent": alert.model, "done": False}
+        # the parent is scored again from here on, so both are judged on the same examples
+        state.challengers[name] = {"parent": alert.model, "done": False,
+                                   "parent_score": ProgressiveScore(state.recent_window)}
         log.info("drift response: challenger %s started for %s", name, alert.model)
         return name
     return None
@@ -66,7 +69,7 @@ def ready_to_promote(state, settings: Settings) -> list[str]:
             challenger["done"] = True  # never won: retire (it keeps learning, unserved)
             log.info("challenger %s retires without beating %s", name, challenger["parent"])
             continue
-        parent = state.scores[challenger["parent"]].report()
+        parent = challenger["parent_score"].report()  # same examples as the challenger's
         if mine["recent_logloss"] < parent["recent_logloss"] * (1 - settings.challenger_margin):
             ready.append(name)
     return ready

@@ -345,7 +345,8 @@ def test_a_challenger_is_a_fresh_clone_learning_the_same_objective_one_at_a_time
     assert state.kind_of("logreg~1") == "logreg"
     assert state.objective_of("logreg~1") == "purchases"
     assert state.scores["logreg~1"].examples == 0
-    assert state.challengers == {"logreg~1": {"parent": "logreg", "done": False}}
+    assert {k: v for k, v in state.challengers["logreg~1"].items() if k != "parent_score"} \
+        == {"parent": "logreg", "done": False}
     # another drift of the parent while its challenger is still out: nothing new
     assert respond(state, concept(where="0/99"), settings) is None
     assert [m for m in state.models if "~" in m] == ["logreg~1"]
@@ -375,9 +376,13 @@ def test_alert_only_and_non_concept_signals_change_nothing():
 # -- automatic promotion --------------------------------------------------------------------
 
 def score(state: LearnerState, name: str, examples: int, p: float) -> None:
-    """``examples`` positives predicted with probability ``p``: log loss exactly -ln p."""
+    """``examples`` positives predicted with probability ``p``: log loss exactly -ln p
+    (a parent's score also counts for its racing challengers, as in the learner)."""
+    racing = [c for c in state.challengers.values() if c["parent"] == name and not c["done"]]
     for _ in range(examples):
         state.scores[name].update(True, p)
+        for challenger in racing:
+            challenger["parent_score"].update(True, p)
 
 
 @pytest.fixture
@@ -423,7 +428,7 @@ def test_a_challenger_that_beats_its_served_parent_by_the_margin_is_promoted_onc
 
 def test_the_margin_is_relative_to_the_parents_recent_log_loss(racing, redis_conn):
     state, settings = racing
-    parent = state.scores["logreg"].report()["recent_logloss"]
+    parent = state.challengers["logreg~1"]["parent_score"].report()["recent_logloss"]
     just_short = parent * (1 - settings.challenger_margin) + 1e-4
     score(state, "logreg~1", 100, math.exp(-just_short))
     assert promote_ready(state, redis_conn, settings) == []
@@ -479,9 +484,21 @@ def test_a_challenger_that_never_wins_retires_so_a_later_drift_can_start_another
     state, settings = state_with(drift_responses={"logreg": "challenger"},
                                  challenger_min_examples=10)
     assert respond(state, concept(), settings) == "logreg~1"
-    for _ in range(PATIENCE * 10 + 1):  # always worse than its parent
-        state.scores["logreg~1"].update(True, 0.1)
-        state.scores["logreg"].update(True, 0.9)
+    score(state, "logreg", PATIENCE * 10 + 1, 0.9)
+    score(state, "logreg~1", PATIENCE * 10 + 1, 0.1)  # always worse than its parent
     assert ready_to_promote(state, settings) == []
     assert state.challengers["logreg~1"]["done"]
     assert respond(state, concept(where="0/99"), settings) == "logreg~2"
+
+
+def test_a_challenger_is_judged_against_its_parent_on_the_same_examples_only(redis_conn):
+    """The parent's bad stretch before the challenger was born must not count for it."""
+    state, settings = state_with(drift_responses={"logreg": "challenger"},
+                                 challenger_min_examples=50, recent_window=100)
+    serving.promote(redis_conn, settings, "logreg", why="test", who="t")
+    score(state, "logreg", 100, 0.05)  # a terrible stretch (loss 3.0) before the drift
+    assert respond(state, concept(), settings) == "logreg~1"
+    score(state, "logreg", 60, 0.6)  # since then: as good as the challenger
+    score(state, "logreg~1", 60, 0.6)
+    assert state.scores["logreg"].report()["recent_logloss"] > 1.0  # window mixes both
+    assert ready_to_promote(state, settings) == []
