@@ -5,8 +5,9 @@ A challenger is a fresh clone of the drifted model (same registry kind), named
 ``{model}~{n}``, that learns from the drift point on. Once it has seen
 ``challenger_min_examples`` examples and its recent-window log loss beats its
 parent's *on the same examples* by ``challenger_margin`` (relative), it is promoted
-— recorded in ``serving:history`` like a manual promotion — if its parent is served. Only a rising loss
-gets a response (ADWIN also fires when a model improves). A challenger that has not won
+— recorded in ``serving:history`` like a manual promotion — if its parent is served.
+Only a rising loss gets a response (ADWIN also fires when a model improves). A
+challenger that has not won
 after ``PATIENCE`` × the minimum examples retires, so a later drift can start another.
 """
 
