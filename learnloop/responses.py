@@ -7,8 +7,8 @@ A challenger is a fresh clone of the drifted model (same registry kind), named
 parent's *on the same examples* by ``challenger_margin`` (relative), it is promoted
 — recorded in ``serving:history`` like a manual promotion — if its parent is served.
 Only a rising loss gets a response (ADWIN also fires when a model improves). A
-challenger that has not won
-after ``PATIENCE`` × the minimum examples retires, so a later drift can start another.
+challenger that has not won after ``PATIENCE`` × the minimum examples retires, so a
+later drift can start another.
 """
 
 from __future__ import annotations
