@@ -195,7 +195,7 @@ def models_list(ctx: typer.Context) -> None:
     from rich.table import Table
 
     from learnloop.reader import read_model_metrics
-    from learnloop.serving import current_champion
+    from learnloop.serving import current_champion, known_models
 
     settings, client = _settings(), _redis()
     champion = current_champion(client, settings)
@@ -204,7 +204,7 @@ def models_list(ctx: typer.Context) -> None:
     for column in ("model", "role", "objective", "version", "examples", "log loss",
                    "recent log loss", "ROC AUC", "accuracy", "lift vs baseline"):
         table.add_column(column)
-    for name in settings.models:
+    for name in known_models(client, settings):  # drift challengers included
         m = read_model_metrics(client, name)
         role = "champion" if name == champion else (
             "baseline" if name == settings.baseline else "challenger")
