@@ -74,14 +74,13 @@ def producer(stack: EmbeddedStack) -> Iterator[KafkaProducer]:
     plain.close()
 
 
-class RunningConsumer:
-    """An interactions consumer on a background thread, stopped at teardown."""
+class Running:
+    """A learnloop consumer (anything with ``run(stop)``) on a background thread, with its
+    own metrics registry; ``close()`` stops it and fails the test if it crashed."""
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        from consumers.interactions import InteractionsConsumer
-
-        self.registry = CollectorRegistry()
-        self.consumer = InteractionsConsumer(settings, client, self.registry)
+    def __init__(self, worker, registry: CollectorRegistry) -> None:
+        self.worker = worker
+        self.registry = registry
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -89,7 +88,7 @@ class RunningConsumer:
 
     def _run(self) -> None:
         try:
-            self.consumer.run(self.stop)
+            self.worker.run(self.stop)
         except BaseException as exc:  # surfaced by the test through .error
             self.error = exc
 
@@ -99,8 +98,23 @@ class RunningConsumer:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(20)
-        assert not self.thread.is_alive(), "consumer did not stop"
-        assert self.error is None, f"consumer crashed: {self.error!r}"
+        name = type(self.worker).__name__
+        assert not self.thread.is_alive(), f"{name} did not stop"
+        assert self.error is None, f"{name} crashed: {self.error!r}"
+
+
+class RunningConsumer(Running):
+    """An interactions consumer on a background thread, stopped at teardown."""
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        from consumers.interactions import InteractionsConsumer
+
+        registry = CollectorRegistry()
+        super().__init__(InteractionsConsumer(settings, client, registry), registry)
+
+    @property
+    def consumer(self):
+        return self.worker
 
 
 @pytest.fixture

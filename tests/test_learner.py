@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from learnloop.serving import ChampionLoader
 from learnloop.settings import Settings
 from learnloop.simulate import Simulator
 from models.logreg import pipeline
-from tests.conftest import RunningConsumer, make_settings, read_topic, wait_for
+from tests.conftest import Running, RunningConsumer, make_settings, read_topic, wait_for
 
 TOL = 1e-9
 QUICK = {"ctr": Objective(exposures=("impression",),
@@ -42,39 +41,25 @@ QUICK = {"ctr": Objective(exposures=("impression",),
 
 # -- helpers -------------------------------------------------------------------------------
 
-class RunningLearner:
+class RunningLearner(Running):
     """A learner on a background thread (like RunningConsumer)."""
 
     def __init__(self, settings, client: redis.Redis) -> None:
-        self.registry = CollectorRegistry()
-        self.learner = Learner(settings, client, self.registry, checkpoint_store(settings, client))
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        registry = CollectorRegistry()
+        super().__init__(Learner(settings, client, registry, checkpoint_store(settings, client)),
+                         registry)
+
+    @property
+    def learner(self):
+        return self.worker
 
     @property
     def state(self):
         return self.learner.state
 
-    def _run(self) -> None:
-        try:
-            self.learner.run(self.stop)
-        except BaseException as exc:
-            self.error = exc
-
-    def sample(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, labels) or 0.0
-
     def stop_checkpointing(self) -> None:
         """From now on it writes no checkpoint: what it learns is lost, as in a crash."""
         self.learner.checkpoint = lambda: None
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(20)
-        assert not self.thread.is_alive(), "learner did not stop"
-        assert self.error is None, f"learner crashed: {self.error!r}"
 
 
 @pytest.fixture
