@@ -18,7 +18,7 @@ from kafka.errors import KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 
 from consumers.learner import LearnerState
-from learnloop import responses, serving
+from learnloop import alerts, responses, serving
 from learnloop.alerts import STREAM, AlertSink, recent_alerts
 from learnloop.checkpoints import checkpoint_store
 from learnloop.drift import Alert, DriftMonitor
@@ -170,11 +170,12 @@ def topic_count(bootstrap: str, topic: str) -> int:
 
 
 def test_an_alert_is_published_once_to_the_topic_the_stream_and_prometheus(
-    settings, redis_conn, producer
+    settings, redis_conn, producer, monkeypatch
 ):
     registry = CollectorRegistry()
+    hold_s = 30.0  # the clock is moved past it below: no race with a slow machine
     sink = AlertSink(redis_conn, producer, settings.topic_drift_alerts, DriftMetrics(registry),
-                     hold_s=0.3, stream_max=100)
+                     hold_s=hold_s, stream_max=100)
 
     def sample(name: str) -> float | None:
         return registry.get_sample_value(name, {"model": "logreg", "signal": "concept"})
@@ -197,7 +198,8 @@ def test_an_alert_is_published_once_to_the_topic_the_stream_and_prometheus(
     assert sample("learnloop_drift_active") == 1
     sink.expire()
     assert sample("learnloop_drift_active") == 1  # still within hold_s
-    time.sleep(0.35)
+    now = time.monotonic()
+    monkeypatch.setattr(alerts.time, "monotonic", lambda: now + hold_s + 0.05)
     sink.expire()
     assert sample("learnloop_drift_active") == 0
     assert sink.active_until == {}
