@@ -72,9 +72,10 @@ class LearnerState:
             state.add_model(name, name, settings.objective_of(name))
         return state
 
-    def add_model(self, name: str, kind: str, objective: str) -> None:
-        """A fresh model of registry ``kind`` learning ``objective``, evaluated from now."""
-        self.models[name] = models.build(kind)
+    def add_model(self, name: str, kind: str, objective: str, after_drift: bool = False) -> None:
+        """A fresh model of registry ``kind`` learning ``objective``, evaluated from now
+        (``after_drift``: the variant a drift response starts, see ``models``)."""
+        self.models[name] = (models.build_after_drift if after_drift else models.build)(kind)
         self.scores[name] = ProgressiveScore(self.recent_window)
         self.kinds[name] = kind
         self.objectives[name] = objective

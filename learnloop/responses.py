@@ -1,7 +1,8 @@
 """What the learner does about a concept drift, per model: ``alert``, ``reset`` or
 ``challenger`` — and the automatic promotion of a challenger that proves itself.
 
-A challenger is a fresh clone of the drifted model (same registry kind), named
+A challenger is a fresh clone of the drifted model (same registry kind, built by its
+``after_drift()`` if it has one — logreg's starts with a hot learning rate), named
 ``{model}~{n}``, that learns from the drift point on. Once it has seen
 ``challenger_min_examples`` examples and its recent-window log loss beats its
 parent's *on the same examples* by ``challenger_margin`` (relative), it is promoted
@@ -35,7 +36,7 @@ def respond(state, alert: Alert, settings: Settings) -> str | None:
         return None  # the loss fell: the model got better, nothing to respond to
     policy = settings.drift_responses.get(alert.model, "alert")
     if policy == "reset":
-        state.models[alert.model] = models.build(state.kind_of(alert.model))
+        state.models[alert.model] = models.build_after_drift(state.kind_of(alert.model))
         state.drift.forget(alert.model)
         log.info("drift response: %s reset", alert.model)
     elif policy == "challenger":
@@ -43,7 +44,8 @@ def respond(state, alert: Alert, settings: Settings) -> str | None:
         if any(not c["done"] for c in mine):
             return None  # one challenger at a time per model
         name = f"{alert.model}~{len(mine) + 1}"
-        state.add_model(name, state.kind_of(alert.model), state.objective_of(alert.model))
+        state.add_model(name, state.kind_of(alert.model), state.objective_of(alert.model),
+                        after_drift=True)
         # the parent is scored again from here on, so both are judged on the same examples
         state.challengers[name] = {"parent": alert.model, "done": False,
                                    "parent_score": ProgressiveScore(state.recent_window)}

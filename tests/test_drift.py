@@ -17,6 +17,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 
+import models
 from consumers.learner import LearnerState
 from learnloop import alerts, responses, serving
 from learnloop.alerts import STREAM, AlertSink, recent_alerts
@@ -334,6 +335,31 @@ def test_reset_replaces_the_model_with_a_fresh_one_and_forgets_its_detectors():
     assert ("logreg", "concept") not in state.drift.watches
     assert ("item_ctr", "concept") in state.drift.watches
     assert state.challengers == {}
+
+
+def first_step(model, x) -> float:
+    """How far one positive example moves a fresh model's score for ``x``."""
+    model.learn_one(x, True)
+    return model.predict_one(x) - 0.5
+
+
+def test_the_model_a_drift_response_starts_learns_hot_then_cools_to_the_steady_rate():
+    x = {"i_ctr": 1.0}
+    steady, hot = first_step(models.build("logreg"), x), first_step(
+        models.build_after_drift("logreg"), x)
+    assert 5 * steady < hot  # ten times the learning rate on its first example
+    rate = models.build_after_drift("logreg").pipeline["LogisticRegression"].optimizer.lr
+    assert rate.get(0) == pytest.approx(0.1) and rate.get(10_000) == pytest.approx(0.01, 1e-3)
+    # a model without an after_drift() variant starts as create() makes it
+    assert type(models.build_after_drift("item_ctr")) is type(models.build("item_ctr"))
+
+
+def test_responses_start_the_hot_variant():
+    for policy, name in (("reset", "logreg"), ("challenger", "logreg~1")):
+        state, settings = state_with(drift_responses={"logreg": policy})
+        respond(state, concept(), settings)
+        x = {"i_ctr": 1.0}
+        assert first_step(state.models[name], x) > 5 * first_step(models.build("logreg"), x)
 
 
 def test_a_challenger_is_a_fresh_clone_learning_the_same_objective_one_at_a_time():
