@@ -6,7 +6,8 @@ The path of one batch of one partition, top to bottom (:meth:`InteractionsConsum
    before anything else, so it is never lost);
 2. one Lua call applies the valid events to the Redis features together with the
    partition's watermark — a replayed offset changes nothing and returns its stored
-   point-in-time snapshot;
+   point-in-time snapshot; events older than the partition's event-time watermark
+   allows come back as too late and become dead letters as well;
 3. each exposure is scored by the champion from its snapshot; scores go to the scores
    topic (flushed), then to Redis with the scored watermark, in one Lua call;
 4. labeled examples the join put in the partition's Redis outbox (same atomic step as
@@ -30,10 +31,11 @@ from prometheus_client import CollectorRegistry
 
 from learnloop.checkpoints import CheckpointStore, checkpoint_store
 from learnloop.connect import consumer_options
+from learnloop.crashpoints import crash_point
 from learnloop.deadletters import dead_letter
 from learnloop.events import Event, EventDecoder, Rejection
 from learnloop.features import FeatureStore
-from learnloop.featurize import featurize
+from learnloop.featurize import Featurizer
 from learnloop.metrics import InteractionsMetrics, ServingMetrics
 from learnloop.outbox import Outbox
 from learnloop.scoring import Scorer, ScoreWriter, score_message, scored_watermark_key
@@ -58,6 +60,7 @@ class InteractionsConsumer:
             settings.max_clock_skew_s,
         )
         self.features = FeatureStore(client, settings)
+        self.featurize = Featurizer.from_settings(settings, self.metrics.clipped)
         self.serving_metrics = ServingMetrics(registry)
         self.champion = ChampionLoader(client, settings, _checkpoints_or_none(settings, client,
                                                                           self.serving_metrics))
@@ -99,6 +102,7 @@ class InteractionsConsumer:
             for tp, records in batch.items():
                 self.process(tp, records)
         offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1) for tp, recs in batch.items()}
+        crash_point("interactions.before_commit")
         try:
             self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
@@ -117,10 +121,7 @@ class InteractionsConsumer:
         rejected = [(r, d) for r, d in decoded if isinstance(d, Rejection)]
         for record, rejection in rejected:
             if record.offset > known_applied:
-                self.producer.send(
-                    self.settings.topic_dead_letters, key=record.key,
-                    value=dead_letter(record, rejection, NAME),
-                )
+                self.send_dead_letter(record, rejection)
         if rejected:
             self.producer.flush()
 
@@ -137,18 +138,28 @@ class InteractionsConsumer:
             self.metrics.redis_regressions.inc()
             self.resume([tp])
             return
+        crash_point("interactions.applied")
         previous = result.previous_watermark
         for record, rejection in rejected:
             if record.offset > previous:
                 self.metrics.rejected.labels(rejection.reason).inc()
         fresh = sum(1 for r, d in decoded if isinstance(d, Event) and r.offset > previous)
         duplicates = sum(1 for o in result.outcomes if o.status == "dup")
-        self.metrics.events.inc(fresh - duplicates)
         self.metrics.duplicates.inc(duplicates)
         self.metrics.replayed.inc(sum(1 for r, _ in decoded if r.offset <= previous))
+        by_offset = {record.offset: (record, d) for record, d in decoded}
+
+        # Events too late to apply are dead letters too, flushed with the scores below
+        # (before the scored watermark moves): a replay reports them again, never loses one.
+        late = [o for o in result.outcomes if o.rejection is not None]
+        for outcome in late:
+            self.send_dead_letter(by_offset[outcome.offset][0], outcome.rejection)
+            if outcome.offset > previous:
+                self.metrics.rejected.labels(outcome.rejection.reason).inc()
+        fresh_late = sum(1 for o in late if o.offset > previous)
+        self.metrics.events.inc(fresh - duplicates - fresh_late)
 
         # 3. Score exposures from their point-in-time snapshots.
-        by_offset = {record.offset: (record, d) for record, d in decoded}
         scores = []
         for outcome in result.outcomes:
             if outcome.status.startswith("unattributed:"):
@@ -157,8 +168,7 @@ class InteractionsConsumer:
             if outcome.snapshot is None:
                 continue
             record, event = by_offset[outcome.offset]
-            x = featurize(outcome.snapshot, event.ts, event.context, self.settings.half_lives_s,
-                          self.settings.event_types)
+            x = self.featurize(outcome.snapshot, event.ts, event.context)
             self._observe_feature_age(outcome.snapshot, event.ts)
             score = self.scorer.score(event, x, f"{tp.topic}/{tp.partition}/{record.offset}")
             scores.append(score)
@@ -170,11 +180,17 @@ class InteractionsConsumer:
         self.producer.flush()
         last = records[-1].offset
         self.score_writer.write(tp.topic, tp.partition, scores, last)
+        crash_point("interactions.scored")
         self.publish_examples(tp)
         self.applied[tp] = max(previous, last)
         newest = max((d.ts for _, d in decoded if isinstance(d, Event)), default=None)
         if newest is not None:
             self.newest_event_ts[tp] = max(newest, self.newest_event_ts.get(tp, newest))
+
+    def send_dead_letter(self, record, rejection: Rejection) -> None:
+        """Queue one dead letter: the record's bytes, origin and why it was rejected."""
+        self.producer.send(self.settings.topic_dead_letters, key=record.key,
+                           value=dead_letter(record, rejection, NAME))
 
     def publish_examples(self, tp: TopicPartition) -> None:
         """Move the partition's outbox to the examples topic (same partition number).
@@ -190,6 +206,7 @@ class InteractionsConsumer:
             label = orjson.loads(raw)["label"]
             self.metrics.examples.labels("positive" if label == 1 else "negative").inc()
         self.producer.flush()
+        crash_point("interactions.examples_sent")
         self.outbox.trim_through(tp.topic, tp.partition, entries[-1])
 
     # -- bookkeeping ------------------------------------------------------------------

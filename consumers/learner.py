@@ -17,6 +17,7 @@ automatically once it beats the drifted model).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -33,13 +34,14 @@ import models
 from learnloop.alerts import AlertSink
 from learnloop.checkpoints import CheckpointStore
 from learnloop.connect import consumer_options
-from learnloop.drift import DriftMonitor
+from learnloop.drift import Alert, DriftMonitor
 from learnloop.evaluation import ProgressiveScore, lift
-from learnloop.featurize import featurize
+from learnloop.featurize import Featurizer
 from learnloop.metrics import DriftMetrics, LearnerMetrics
 from learnloop.reader import metrics_key
 from learnloop.responses import promote_ready, respond
 from learnloop.settings import Settings
+from learnloop.usercap import UserCap
 from models.base import OnlineModel
 
 log = logging.getLogger("learnloop.learner")
@@ -59,8 +61,13 @@ class LearnerState:
     challengers: dict[str, dict] = field(default_factory=dict)  # drift challengers
     consumed: dict[int, int] = field(default_factory=dict)  # examples partition → offset
     learned: dict[int, tuple[int, int]] = field(default_factory=dict)  # source → (offset, seq)
-    examples: int = 0
+    examples: int = 0  # not duplicates (capped included)
     skipped: int = 0
+    capped: int = 0  # held back by the per-user cap
+    user_cap: UserCap | None = None
+    #: order-independent fingerprint of the examples learned (sum of their hashes, mod
+    #: 2**64): two learners that learned the same examples, each once, have the same one
+    digest: int = 0
 
     @classmethod
     def fresh(cls, settings: Settings) -> LearnerState:
@@ -70,6 +77,7 @@ class LearnerState:
                      settings.recent_window)
         for name in settings.models:
             state.add_model(name, name, settings.objective_of(name))
+        state.user_cap = UserCap(settings.max_examples_per_user, settings.user_cap_window_s)
         return state
 
     def add_model(self, name: str, kind: str, objective: str, after_drift: bool = False) -> None:
@@ -102,6 +110,9 @@ class Learner:
         for name in settings.models:  # a model added to the settings starts fresh
             if name not in self.state.models:
                 self.state.add_model(name, name, settings.objective_of(name))
+        self.state.user_cap = UserCap.resume(self.state.user_cap, settings.max_examples_per_user,
+                                             settings.user_cap_window_s)
+        self.featurize = Featurizer.from_settings(settings, self.metrics.clipped)
         self.drift_metrics = DriftMetrics(registry)
         self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                       client_id=f"learnloop-{NAME}")
@@ -137,7 +148,8 @@ class Learner:
             self.producer.close(timeout=5)
 
     def learn_record(self, partition: int, offset: int, raw: bytes) -> None:
-        """Predict, then learn, for every model bound to the example's objective."""
+        """Skip an example whose source was learned; else learn it (:func:`learn_example`),
+        then publish and respond to the drift alerts it raised."""
         self.state.consumed[partition] = offset
         example = orjson.loads(raw)
         source_partition, source_offset, seq = example["source"]
@@ -147,31 +159,17 @@ class Learner:
             self.metrics.duplicates.inc()
             return
         self.state.learned[source_partition] = (source_offset, seq)
-        exposure_ts = float(example["exposure_ts"])
-        snapshot = {k: float(v) for k, v in example["features"].items()}
-        x = featurize(snapshot, exposure_ts, example.get("context") or {},
-                      self.settings.half_lives_s, self.settings.event_types)
-        y = example["label"] == 1
-        objective, label_ts = example["objective"], float(example["label_ts"])
-        where = f"{partition}/{offset}"
-        drift = self.state.drift
-        alerts = drift.observe_label(objective, y, label_ts, where)
-        alerts += drift.observe_features(objective, x, label_ts, where)
-        for name in [m for m, o in self.state.objectives.items() if o == objective]:
-            model = self.state.models[name]
-            p = model.predict_one(x)
-            self.state.scores[name].update(y, p)
-            for challenger in self.state.challengers.values():
-                if challenger["parent"] == name and not challenger["done"]:
-                    challenger["parent_score"].update(y, p)
-            model.learn_one(x, y)
-            self.metrics.learned.labels(name).inc()
-            alerts += drift.observe_loss(name, log_loss(y, p), label_ts, where)
-        for alert in alerts:
-            self.alerts.publish(alert)
-            respond(self.state, alert, self.settings)
-        self.metrics.label_delay.labels(objective, "positive" if y else "negative") \
-            .observe(label_ts - exposure_ts)
+        self.state.digest = (self.state.digest + fingerprint(example)) % 2**64
+        label_ts = float(example["label_ts"])
+        alerts = learn_example(self.state, self.featurize, example, f"{partition}/{offset}",
+                               self.metrics)
+        if alerts is not None:
+            for alert in alerts:
+                self.alerts.publish(alert)
+                respond(self.state, alert, self.settings)
+            self.metrics.label_delay.labels(
+                example["objective"], "positive" if example["label"] == 1 else "negative",
+            ).observe(label_ts - float(example["exposure_ts"]))
         self.state.examples += 1
         self.since_checkpoint += 1
         self.last_example_at = time.time()
@@ -219,6 +217,41 @@ class Learner:
         if self.newest_label_ts is not None:
             self.metrics.topic_event_age.labels(self.settings.topic_examples).set(
                 now - self.newest_label_ts)
+
+
+def fingerprint(example: dict) -> int:
+    """A 64-bit hash of an example's identity and label (see ``LearnerState.digest``)."""
+    identity = orjson.dumps([example["source"], example["objective"], example["label"]])
+    return int.from_bytes(hashlib.blake2b(identity, digest_size=8).digest(), "big")
+
+
+def learn_example(state: LearnerState, featurize: Featurizer, example: dict, where: str,
+                  metrics: LearnerMetrics) -> list[Alert] | None:
+    """Predict, then learn, with every model bound to the example's objective, and feed
+    the drift detectors: the alerts raised. None when the user cap held the example back
+    (counted; no model, metric or detector sees it)."""
+    label_ts = float(example["label_ts"])
+    if not state.user_cap.admit(example["source"][0], example["user_id"], label_ts):
+        state.capped += 1
+        metrics.capped.inc()
+        return None
+    snapshot = {k: float(v) for k, v in example["features"].items()}
+    x = featurize(snapshot, float(example["exposure_ts"]), example.get("context") or {})
+    y = example["label"] == 1
+    objective, drift = example["objective"], state.drift
+    alerts = drift.observe_label(objective, y, label_ts, where)
+    alerts += drift.observe_features(objective, x, label_ts, where)
+    for name in [m for m, o in state.objectives.items() if o == objective]:
+        model = state.models[name]
+        p = model.predict_one(x)
+        state.scores[name].update(y, p)
+        for challenger in state.challengers.values():
+            if challenger["parent"] == name and not challenger["done"]:
+                challenger["parent_score"].update(y, p)
+        model.learn_one(x, y)
+        metrics.learned.labels(name).inc()
+        alerts += drift.observe_loss(name, log_loss(y, p), label_ts, where)
+    return alerts
 
 
 def log_loss(y: bool, p: float) -> float:

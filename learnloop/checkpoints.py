@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import orjson
 import redis
 
+from learnloop.crashpoints import crash_point
+
 log = logging.getLogger("learnloop.checkpoints")
 MAGIC = b"LLCK1"
 _DIGEST = hashlib.sha256().digest_size
@@ -83,7 +85,9 @@ class CheckpointStore:
         pipe.hset("ckpt:meta", version, orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS))
         pipe.rpush("ckpt:versions", version)
         pipe.set("ckpt:latest", version)
+        crash_point("checkpoint.before_write")
         pipe.execute()
+        crash_point("checkpoint.written")
         self._prune()
         return version
 

@@ -13,6 +13,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import IO
 
 import orjson
 import redis
@@ -98,14 +99,17 @@ def demo_settings(settings: Settings) -> Settings:
     })
 
 
-def start_consumers(settings: Settings, count: int,
-                    consumer: str = "interactions") -> list[subprocess.Popen]:
-    """``count`` ``learnloop run CONSUMER`` processes that die with this one."""
-    env = {**os.environ, **settings.env()}
+def start_consumers(settings: Settings, count: int, consumer: str = "interactions", *,
+                    extra_env: dict[str, str] | None = None,
+                    log: IO | None = None) -> list[subprocess.Popen]:
+    """``count`` ``learnloop run CONSUMER`` processes that die with this one (their
+    stderr to ``log``, else discarded)."""
+    env = {**os.environ, **settings.env(), **(extra_env or {})}
     return [
         subprocess.Popen(
             [sys.executable, "-m", "learnloop.cli", "run", consumer], env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=log if log is not None else subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
         )
         for _ in range(count)
