@@ -2,13 +2,33 @@
 
 Counts are log-scaled (zeros included), rates are smoothed, ages are capped, and
 context strings are hashed into a fixed number of buckets, so the input space stays
-bounded whatever ids and values products send.
+bounded whatever ids and values products send: user and item ids never become inputs,
+and a context string (numbers sent as strings included) is one of ``CONTEXT_BUCKETS``
+hashed indicators per key. Context keys that match none of the ``context_keys`` patterns
+are hashed too (into ``ctx_other_{bucket}`` and ``ctx_other_num_{bucket}``), which bounds
+the inputs whatever keys products invent.
+
+Every input is then clipped into the range of the first ``clip`` pattern (``fnmatch``)
+its name matches, so an absurd value (a context number of 1e300, a flood of clicks) moves
+a model no further than the range's edge. Scorer and learner both build ``x`` with a
+:class:`Featurizer` made from the same settings, so they see the same, clipped, input.
+
+>>> featurize({}, 0.0, {"device": "ios", "price": 1e300}, (3600,), ("click",))["ctx_price"]
+1000.0
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import zlib
+from collections.abc import Callable, Mapping
+from fnmatch import translate
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from learnloop.settings import Settings
 
 #: Prior for smoothed click-through rates: (clicks + PRIOR_CLICKS) / (impr + PRIOR_IMPRESSIONS).
 PRIOR_CLICKS = 1.0
@@ -17,7 +37,20 @@ PRIOR_IMPRESSIONS = 20.0
 MAX_AGE_S = 30 * 86_400
 #: Context string values are hashed into this many buckets per key.
 CONTEXT_BUCKETS = 32
+#: Context keys that get inputs named after them (``fnmatch`` patterns); the rest are hashed.
+ALL_CONTEXT_KEYS = ("*",)
+#: Input ranges, the first matching pattern wins: numeric context values (documented as
+#: small scalars), ages in hours, smoothed rates, and log-counts (log1p of decayed counts:
+#: 15 is about 3.3 million events).
+DEFAULT_CLIP: dict[str, tuple[float, float]] = {
+    "ctx_*": (-1000.0, 1000.0),
+    "*_age_*_h": (0.0, MAX_AGE_S / 3600.0),
+    "*_ctr": (0.0, 1.0),
+    "*_[0-9]*": (0.0, 15.0),
+}
 _PREFIXES = ("u", "i", "ui")
+_MEMO_MAX = 10_000  # input names whose range is remembered (names are bounded, this too)
+_UNSEEN = ("", 0.0, 0.0)
 
 
 def smoothed_ctr(clicks: float, impressions: float) -> float:
@@ -25,12 +58,82 @@ def smoothed_ctr(clicks: float, impressions: float) -> float:
     return (clicks + PRIOR_CLICKS) / (impressions + PRIOR_IMPRESSIONS)
 
 
+class Clip:
+    """Clips each input into the range of the first pattern its name matches.
+
+    ``on_clip(pattern)`` is called for every value clipped (NaN becomes ``lo``).
+
+    >>> clip = Clip({"ctx_*": (-10.0, 10.0), "*_ctr": (0.0, 1.0)})
+    >>> clip({"ctx_price": -1e300, "ctx_pos": 3.0, "u_ctr": 7.0, "other": 1e9})
+    {'ctx_price': -10.0, 'ctx_pos': 3.0, 'u_ctr': 1.0, 'other': 1000000000.0}
+    """
+
+    def __init__(self, ranges: Mapping[str, tuple[float, float]],
+                 on_clip: Callable[[str], None] | None = None) -> None:
+        self.ranges = dict(ranges)
+        self.on_clip = on_clip
+        self._patterns = [(p, re.compile(translate(p)), float(lo), float(hi))
+                          for p, (lo, hi) in self.ranges.items()]
+        self._memo: dict[str, tuple[str, float, float] | None] = {}
+
+    def range_of(self, name: str) -> tuple[str, float, float] | None:
+        """(pattern, lo, hi) of the first pattern ``name`` matches, or None."""
+        try:
+            return self._memo[name]
+        except KeyError:
+            found = next(((p, lo, hi) for p, rx, lo, hi in self._patterns if rx.match(name)),
+                         None)
+            if len(self._memo) < _MEMO_MAX:
+                self._memo[name] = found
+            return found
+
+    def __call__(self, x: dict[str, float]) -> dict[str, float]:
+        memo = self._memo
+        for name, value in x.items():
+            found = memo.get(name, _UNSEEN)
+            if found is _UNSEEN:
+                found = self.range_of(name)
+            if found is not None and not found[1] <= value <= found[2]:
+                x[name] = found[2] if value > found[2] else found[1]
+                if self.on_clip is not None:
+                    self.on_clip(found[0])
+        return x
+
+
+_DEFAULT_CLIP = Clip(DEFAULT_CLIP)
+
+
+class Featurizer:
+    """:func:`featurize` with one configuration: what the scorer and the learner share."""
+
+    def __init__(self, half_lives: tuple[int, ...], event_types: tuple[str, ...],
+                 clip: Clip = _DEFAULT_CLIP,
+                 context_keys: tuple[str, ...] = ALL_CONTEXT_KEYS) -> None:
+        self.half_lives = half_lives
+        self.event_types = event_types
+        self.clip = clip
+        self.context_keys = context_keys
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clipped=None) -> Featurizer:
+        """From ``settings``; ``clipped``, a Prometheus counter with a ``pattern`` label
+        (:func:`learnloop.metrics.features_clipped`), counts every value clipped."""
+        on_clip = None if clipped is None else (lambda pattern: clipped.labels(pattern).inc())
+        return cls(settings.half_lives_s, settings.event_types,
+                   Clip(settings.feature_clip, on_clip), settings.context_keys)
+
+    def __call__(self, snapshot: dict[str, float], ts: float, context: dict) -> dict[str, float]:
+        return featurize(snapshot, ts, context, self.half_lives, self.event_types,
+                         clip=self.clip, context_keys=self.context_keys)
+
+
 def featurize(
     snapshot: dict[str, float], ts: float, context: dict, half_lives: tuple[int, ...],
-    event_types: tuple[str, ...],
+    event_types: tuple[str, ...], clip: Clip = _DEFAULT_CLIP,
+    context_keys: tuple[str, ...] = ALL_CONTEXT_KEYS,
 ) -> dict[str, float]:
     """The model input for an exposure at event time ``ts`` with its ``context``, from its
-    point-in-time feature snapshot (see :mod:`learnloop.features`)."""
+    point-in-time feature snapshot (see :mod:`learnloop.features`), clipped."""
     x: dict[str, float] = {}
     longest = max(half_lives)
     for prefix in _PREFIXES:
@@ -46,10 +149,24 @@ def featurize(
             snapshot.get(f"{prefix}.click|{longest}", 0.0),
             snapshot.get(f"{prefix}.impression|{longest}", 0.0),
         )
+    named = _named_keys(context_keys)
     for key, value in context.items():
         if isinstance(value, str):
             bucket = zlib.crc32(f"{key}={value}".encode()) % CONTEXT_BUCKETS
-            x[f"ctx_{key}_{bucket}"] = 1.0
-        else:
+            name = f"ctx_{key}_{bucket}" if named(key) else f"ctx_other_{bucket}"
+            x[name] = 1.0
+        elif named(key):
             x[f"ctx_{key}"] = float(value)
-    return x
+        else:
+            name = f"ctx_other_num_{zlib.crc32(key.encode()) % CONTEXT_BUCKETS}"
+            x[name] = x.get(name, 0.0) + float(value)
+    return clip(x)
+
+
+@functools.cache
+def _named_keys(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether a context key gets inputs named after it (matches one of ``patterns``)."""
+    if patterns == ALL_CONTEXT_KEYS:
+        return lambda _key: True
+    rx = re.compile("|".join(translate(p) for p in patterns) or "(?!)")
+    return lambda key: rx.match(key) is not None

@@ -10,15 +10,29 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 _BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+def _registered(registry: CollectorRegistry, name: str):
+    """The collector already registered as ``name`` (metrics shared by the consumers of
+    one process are registered once), or None."""
+    return registry._names_to_collectors.get(name)  # noqa: SLF001 - no public lookup
+
+
 def topic_event_age(registry: CollectorRegistry) -> Gauge:
     """Per topic: wall clock minus the newest event time seen (shared by all consumers
     of one process, so it is registered once)."""
     name = "learnloop_topic_last_event_age_seconds"
-    existing = registry._names_to_collectors.get(name)  # noqa: SLF001 - no public lookup
-    if existing is not None:
-        return existing
-    return Gauge(name, "Wall clock minus the newest event time seen on a topic.", ["topic"],
-                 registry=registry)
+    return _registered(registry, name) or Gauge(
+        name, "Wall clock minus the newest event time seen on a topic.", ["topic"],
+        registry=registry)
+
+
+def features_clipped(registry: CollectorRegistry) -> Counter:
+    """Model inputs clipped into their configured range, by the range's pattern (a
+    configured, bounded set: never a feature name, which products can invent). Counted by
+    each consumer that builds inputs: the scorer per exposure, the learner per example."""
+    name = "learnloop_features_clipped"
+    return _registered(registry, name) or Counter(
+        name, "Model input values clipped into their configured range, by pattern.",
+        ["pattern"], registry=registry)
 
 
 class InteractionsMetrics:
@@ -83,6 +97,7 @@ class InteractionsMetrics:
             buckets=(1, 10, 60, 300, 900, 3600, 21600, 86400, 604800, 2592000),
         )
         self.topic_event_age = topic_event_age(registry)
+        self.clipped = features_clipped(registry)
 
 
 class LearnerMetrics:
@@ -119,6 +134,12 @@ class LearnerMetrics:
             registry=registry,
         )
         self.topic_event_age = topic_event_age(registry)
+        self.clipped = features_clipped(registry)
+        self.capped = Counter(
+            "learnloop_examples_capped",
+            "Examples held back by the per-user cap: neither learned nor evaluated.",
+            registry=registry,
+        )
 
     def publish(self, model: str, report: dict[str, float]) -> None:
         """Set every quality gauge of ``model`` from its report."""

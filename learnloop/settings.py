@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from learnloop.drift import DETECTORS
 from learnloop.errors import ConfigError
+from learnloop.featurize import ALL_CONTEXT_KEYS, DEFAULT_CLIP
 from learnloop.objective import DEFAULT_OBJECTIVES, Objective, check_objectives
 
 Names = Annotated[tuple[str, ...], NoDecode]
@@ -65,6 +66,14 @@ class Settings(BaseSettings):
     max_context_keys: int = Field(32, ge=0)
     max_clock_skew_s: int = Field(300, ge=0)
 
+    # guardrails on learning: input ranges and names (learnloop.featurize), per-user cap
+    # on the examples that reach the models (learnloop.usercap; None = no cap)
+    feature_clip: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_CLIP))
+    context_keys: Names = ALL_CONTEXT_KEYS
+    max_examples_per_user: int | None = Field(None, ge=1)
+    user_cap_window_s: int = Field(3600, ge=1)
+
     learner_group: str = "learnloop-learner"
     checkpoint_key: SecretStr | None = None
     checkpoint_every_examples: int = Field(5000, ge=1)
@@ -84,12 +93,21 @@ class Settings(BaseSettings):
     challenger_margin: float = Field(0.02, ge=0, lt=1)
     challenger_min_examples: int = Field(1000, ge=1)
 
-    @field_validator("models", "event_types", "half_lives_s", mode="before")
+    @field_validator("models", "event_types", "half_lives_s", "context_keys", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         """Accept ``a,b,c`` from the environment as well as JSON lists."""
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("feature_clip")
+    @classmethod
+    def _ranges(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        """Every clip range is ``[lo, hi]`` with ``lo <= hi`` (NaN is no bound)."""
+        bad = [p for p, (lo, hi) in value.items() if not lo <= hi]
+        if bad:
+            raise ValueError(f"feature_clip ranges need lo <= hi: {bad}")
         return value
 
     @model_validator(mode="after")
