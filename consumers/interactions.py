@@ -30,7 +30,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 
 from learnloop.checkpoints import CheckpointStore, checkpoint_store
-from learnloop.connect import consumer_options
+from learnloop.connect import consumer_options, kafka_security
 from learnloop.crashpoints import crash_point
 from learnloop.deadletters import dead_letter
 from learnloop.events import Event, EventDecoder, Rejection
@@ -73,28 +73,37 @@ class InteractionsConsumer:
         self.consumer = KafkaConsumer(**consumer_options(settings, settings.consumer_group, NAME))
         self.producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
-            client_id=f"learnloop-{NAME}",
+            client_id=f"learnloop-{NAME}", **kafka_security(settings),
         )
 
     # -- the loop ---------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         """Poll and process until ``stop`` is set, then leave the group cleanly."""
+        self.subscribe()
+        try:
+            while not stop.is_set():
+                self.poll_once()
+        finally:
+            self.close()
+
+    def subscribe(self) -> None:
+        """Join the group; partitions resume from their Redis watermarks when assigned."""
         self.consumer.subscribe(
             [self.settings.topic_interactions], listener=_ResumeFromRedis(self)
         )
-        try:
-            while not stop.is_set():
-                batch = self.consumer.poll(
-                    timeout_ms=self.settings.poll_timeout_ms,
-                    max_records=self.settings.max_poll_records,
-                )
-                if batch:
-                    self.process_poll(batch)
-                self._update_lag()
-                self._reload_champion()
-        finally:
-            self.close()
+
+    def poll_once(self) -> int:
+        """One poll, processed; returns the number of records it held."""
+        batch = self.consumer.poll(
+            timeout_ms=self.settings.poll_timeout_ms,
+            max_records=self.settings.max_poll_records,
+        )
+        if batch:
+            self.process_poll(batch)
+        self._update_lag()
+        self._reload_champion()
+        return sum(len(records) for records in batch.values())
 
     def process_poll(self, batch: dict[TopicPartition, list]) -> None:
         """Process every partition of one poll, then commit the offsets as a lag hint."""
@@ -112,7 +121,10 @@ class InteractionsConsumer:
     def process(self, tp: TopicPartition, records: list) -> None:
         """Apply one partition's batch: dead letters, features, scores — in that order."""
         now = time.time()
-        known_applied = self.applied.get(tp, -1)
+        known_applied = self.applied.get(tp)
+        if known_applied is None:  # not assigned through resume(): ask Redis
+            stored = self.features.applied_offset(tp.topic, tp.partition)
+            known_applied = self.applied[tp] = -1 if stored is None else stored
         decoded: list[tuple[object, Event | Rejection]] = [
             (record, self.decoder.decode(record.value, now)) for record in records
         ]
@@ -151,9 +163,13 @@ class InteractionsConsumer:
 
         # Events too late to apply are dead letters too, flushed with the scores below
         # (before the scored watermark moves): a replay reports them again, never loses one.
+        # Records at or below the scored watermark had their scores and late dead letters
+        # sent already (a redelivery, or a member that lost the partition): not again.
+        scored = int(self.redis.get(scored_watermark_key(tp.topic, tp.partition)) or -1)
         late = [o for o in result.outcomes if o.rejection is not None]
         for outcome in late:
-            self.send_dead_letter(by_offset[outcome.offset][0], outcome.rejection)
+            if outcome.offset > scored:
+                self.send_dead_letter(by_offset[outcome.offset][0], outcome.rejection)
             if outcome.offset > previous:
                 self.metrics.rejected.labels(outcome.rejection.reason).inc()
         fresh_late = sum(1 for o in late if o.offset > previous)
@@ -165,13 +181,13 @@ class InteractionsConsumer:
             if outcome.status.startswith("unattributed:"):
                 _, objective, reason = outcome.status.split(":")
                 self.metrics.unattributed.labels(objective, reason).inc()
-            if outcome.snapshot is None:
+            if outcome.snapshot is None or outcome.offset <= scored:
                 continue
             record, event = by_offset[outcome.offset]
             x = self.featurize(outcome.snapshot, event.ts, event.context)
             self._observe_feature_age(outcome.snapshot, event.ts)
             score = self.scorer.score(event, x, f"{tp.topic}/{tp.partition}/{record.offset}")
-            scores.append(score)
+            scores.append((record.offset, score))
             self.producer.send(
                 self.settings.topic_scores, key=event.user_id.encode(), value=score_message(score)
             )

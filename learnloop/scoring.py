@@ -85,16 +85,18 @@ class ScoreWriter:
         self.top_k = settings.top_k
         self._write = client.register_script(_SCRIPT)
 
-    def write(self, topic: str, partition: int, scores: list[Score], last_offset: int) -> None:
-        """Store ``scores`` and mark ``last_offset`` of the partition as scored."""
+    def write(self, topic: str, partition: int, scores: list[tuple[int, Score]],
+              last_offset: int) -> None:
+        """Store ``scores`` (each with its source offset) and mark ``last_offset`` of the
+        partition as scored; scores at or below the scored watermark are not written."""
         payload = {"ttl": self.ttl, "top_k": self.top_k, "last_offset": last_offset,
-                   "scores": [self._wire(score) for score in scores]}
+                   "scores": [self._wire(offset, score) for offset, score in scores]}
         self._write(keys=[scored_watermark_key(topic, partition)], args=[orjson.dumps(payload)])
 
     @staticmethod
-    def _wire(score: Score) -> dict:
+    def _wire(offset: int, score: Score) -> dict:
         return {
-            "key": score_key(score.model, score.user_id, score.item_id),
+            "offset": offset, "key": score_key(score.model, score.user_id, score.item_id),
             "top": top_key(score.model, score.user_id) if score.item_id else "",
             "item": score.item_id or "", "score": repr(score.score),
             "fields": [

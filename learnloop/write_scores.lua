@@ -1,18 +1,27 @@
 -- Store one batch of scores and the partition's scored watermark, atomically.
 --
 -- KEYS[1]  scored watermark key of the source partition
--- ARGV[1]  JSON: {ttl, top_k, last_offset, scores: [{key, top (or ""), item, score,
---          fields: [name, value, ...]}]}
+-- ARGV[1]  JSON: {ttl, top_k, last_offset, scores: [{offset, key, top (or ""), item,
+--          score, fields: [name, value, ...]}]}
 
 local batch = cjson.decode(ARGV[1])
+-- a score at or below the watermark was written before (a redelivery, or two members
+-- racing for a partition after a rebalance): writing it again could regress a newer one
+local done = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local written = 0
 for _, s in ipairs(batch.scores) do
-  redis.call('HSET', s.key, unpack(s.fields))
-  redis.call('EXPIRE', s.key, batch.ttl)
-  if s.top ~= '' then
-    redis.call('ZADD', s.top, s.score, s.item)
-    redis.call('ZREMRANGEBYRANK', s.top, 0, -(batch.top_k + 1))
-    redis.call('EXPIRE', s.top, batch.ttl)
+  if s.offset > done then
+    written = written + 1
+    redis.call('HSET', s.key, unpack(s.fields))
+    redis.call('EXPIRE', s.key, batch.ttl)
+    if s.top ~= '' then
+      redis.call('ZADD', s.top, s.score, s.item)
+      redis.call('ZREMRANGEBYRANK', s.top, 0, -(batch.top_k + 1))
+      redis.call('EXPIRE', s.top, batch.ttl)
+    end
   end
 end
-redis.call('SET', KEYS[1], batch.last_offset)
-return #batch.scores
+if batch.last_offset > done then
+  redis.call('SET', KEYS[1], batch.last_offset)
+end
+return written

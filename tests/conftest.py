@@ -131,14 +131,17 @@ def start_consumer(redis_conn: redis.Redis) -> Iterator[Callable[[Settings], Run
         consumer.close()
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float = 30.0, what: str = "") -> object:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
+def wait_for(condition: Callable[[], object], timeout_s: float = 30.0,
+             what: str | Callable[[], str] = "") -> object:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``
+    (``what`` says what was awaited; a callable is asked at that moment)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.02)
+    what = what() if callable(what) else what
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or condition}")
 
 

@@ -26,19 +26,15 @@ What must be equal, and how (4 partitions, two interactions processes + the lear
 
 from __future__ import annotations
 
-import math
 import random
 import signal
 import subprocess
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 import pytest
 import redis
-from kafka import KafkaProducer
 from pydantic import SecretStr
 
 from learnloop.checkpoints import checkpoint_store
@@ -46,41 +42,15 @@ from learnloop.demo import DEMO_OBJECTIVES, start_consumers, stop_processes
 from learnloop.features import outbox_key
 from learnloop.scoring import scored_watermark_key
 from learnloop.settings import Settings
-from learnloop.simulate import Simulator
 from learnloop.status import end_offsets
 from tests.conftest import make_settings
+from tests.effects import assert_same_effects, publish, recorded_events, redis_state
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 INTERACTIONS_POINTS = ("interactions.applied", "interactions.scored",
                        "interactions.examples_sent", "interactions.before_commit")
 LEARNER_POINTS = ("checkpoint.before_write", "checkpoint.written")
-#: key families compared only as sets of keys (their values depend on timing)
-KEYS_ONLY = ("score:", "top:")
-#: learner and serving bookkeeping, compared through the checkpoint instead
-SKIPPED = ("ckpt:", "serving:", "model:metrics:", "drift:")
-
-
-def recorded_events(count: int, partitions: int) -> list[tuple[int, bytes, bytes]]:
-    """``count`` simulated events (Zipf users and items, delayed clicks) as
-    (partition, key, value), each user pinned to one partition."""
-    sim = Simulator(users=3000, items=300, seed=11)
-    records = []
-    for body in sim.events(count):
-        key = body["user_id"].encode()
-        records.append((zlib.crc32(key) % partitions, key, orjson.dumps(body)))
-        if len(records) == count:
-            break
-    return records
-
-
-def publish(bootstrap: str, topic: str, records) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
-                             batch_size=512 * 1024, acks="all")
-    for partition, key, value in records:
-        producer.send(topic, key=key, value=value, partition=partition)
-    producer.flush()
-    producer.close()
 
 
 def run_settings(stack, topic: str, db: int, partitions: int) -> Settings:
@@ -184,47 +154,6 @@ def run(settings: Settings, ends: dict[int, int], logs: Path, *, consumers: int,
     finally:
         fleet.stop()
     return fleet
-
-
-def redis_state(client: redis.Redis) -> dict[bytes, object]:
-    """Every key's value (by type), but the learner's and serving's bookkeeping."""
-    state: dict[bytes, object] = {}
-    for key in client.scan_iter(count=5000):
-        if key.decode().startswith(SKIPPED):
-            continue
-        kind = client.type(key)
-        state[key] = {
-            b"string": client.get, b"hash": client.hgetall,
-            b"list": lambda k: client.lrange(k, 0, -1), b"set": client.smembers,
-            b"zset": lambda k: client.zrange(k, 0, -1, withscores=True),
-        }[kind](key)
-    return state
-
-
-def without_item_side(snapshot: bytes) -> dict:
-    return {k: v for k, v in orjson.loads(snapshot).items() if not k.startswith("i.")}
-
-
-def assert_same_effects(oracle: dict, chaos: dict, *, exact_items: bool) -> None:
-    """The comparison classes of the module docstring."""
-    assert sorted(oracle) == sorted(chaos), (
-        f"keys only in oracle: {sorted(set(oracle) - set(chaos))[:10]}, "
-        f"only after chaos: {sorted(set(chaos) - set(oracle))[:10]}")
-    for key, expected in oracle.items():
-        name, got = key.decode(), chaos[key]
-        if name.startswith(KEYS_ONLY):
-            continue
-        if exact_items:
-            assert got == expected, name
-        elif name.startswith("fi:"):
-            assert expected.keys() == got.keys(), name
-            for fld, value in expected.items():
-                assert math.isclose(float(value), float(got[fld]), rel_tol=1e-9,
-                                    abs_tol=1e-12), (name, fld)
-        elif name.startswith("snap:"):
-            assert without_item_side(got) == without_item_side(expected), name
-        else:
-            assert got == expected, name
 
 
 def learner_state(settings: Settings):
