@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from learnloop.embedded import _die_with_parent, free_port, redis_server_binary
 from tests.conftest import event, make_settings, wait_for
+from tests.effects import assert_same_effects, redis_state
 
 N = 400
 
@@ -87,3 +88,14 @@ def test_a_redis_restart_mid_stream_loses_and_doubles_nothing(stack, own_redis, 
     scores = list(client.scan_iter(match=f"score:{settings.champion}:*"))
     assert len(scores) == len({(n % 7, n % 5) for n in range(N)})
     assert running.error is None and running.thread.is_alive()
+
+    # the oracle: the same events, undisturbed, into another database of the same server
+    oracle = make_settings(stack, topic_interactions=settings.topic_interactions,
+                           redis_url=SecretStr(own_redis.url[:-1] + "1"))
+    oracle_client = redis.Redis.from_url(oracle.redis_url.get_secret_value())
+    start_consumer(oracle)
+    wait_for(lambda: int(oracle_client.hget("stats:interactions", "events") or 0) == N, 60,
+             "the oracle run")
+    wait_for(lambda: redis_state(oracle_client).keys() == redis_state(client).keys(), 30,
+             "the oracle's scores")
+    assert_same_effects(redis_state(oracle_client), redis_state(client), exact_items=False)
