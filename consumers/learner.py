@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 import models
 from learnloop.alerts import AlertSink
 from learnloop.checkpoints import CheckpointStore
-from learnloop.connect import consumer_options
+from learnloop.connect import consumer_options, kafka_security
 from learnloop.drift import Alert, DriftMonitor
 from learnloop.evaluation import ProgressiveScore, lift
 from learnloop.featurize import Featurizer
@@ -115,7 +115,7 @@ class Learner:
         self.featurize = Featurizer.from_settings(settings, self.metrics.clipped)
         self.drift_metrics = DriftMetrics(registry)
         self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                      client_id=f"learnloop-{NAME}")
+                                      client_id=f"learnloop-{NAME}", **kafka_security(settings))
         self.alerts = AlertSink(client, self.producer, settings.topic_drift_alerts,
                                 self.drift_metrics, settings.drift_hold_s,
                                 settings.drift_stream_max)

@@ -55,7 +55,8 @@ def up() -> None:
     stop_on_signals(stop)
     try:
         with running_stack(settings) as live:
-            _print_env(live.env())
+            if settings.embedded:  # configured services: their secrets are never echoed
+                _print_env(live.env())
             console.print("Topics ready. Ctrl-C stops.")
             stop.wait()
     except LearnloopError as exc:

@@ -27,3 +27,7 @@ class PartitionFenced(LearnloopError):
 
 class UnknownModel(LearnloopError):
     """A model name is not in the registry."""
+
+
+class AccessDenied(LearnloopError):
+    """A server refused learnloop's credentials or permissions."""

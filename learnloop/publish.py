@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaProducer
 
+from learnloop.connect import kafka_security
 from learnloop.events import Event, EventDecoder, Rejection
 from learnloop.settings import Settings
 
@@ -47,7 +48,7 @@ class Publisher:
         self.topic = settings.topic_interactions
         self.producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5,
-            client_id="learnloop-publisher", **producer_options,
+            client_id="learnloop-publisher", **kafka_security(settings), **producer_options,
         )
 
     def publish(self, event: Event) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from learnloop.drift import DETECTORS
@@ -14,6 +14,8 @@ from learnloop.featurize import ALL_CONTEXT_KEYS, DEFAULT_CLIP
 from learnloop.objective import DEFAULT_OBJECTIVES, Objective, check_objectives
 
 Names = Annotated[tuple[str, ...], NoDecode]
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 Seconds = Annotated[tuple[int, ...], NoDecode]
 
 DEFAULT_EVENT_TYPES = ("impression", "click", "add_to_cart", "purchase", "rating", "dismiss")
@@ -31,6 +33,18 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None
     redis_url: SecretStr | None = None
     redis_retry_s: float = Field(60.0, ge=0)
+    # TLS to Redis (a rediss:// URL; AUTH / ACL user and password ride in the URL)
+    redis_ssl_ca_certs: FilePath | None = None
+    redis_ssl_certfile: FilePath | None = None
+    redis_ssl_keyfile: FilePath | None = None
+    # Kafka authentication and TLS, given to every kafka-python client (connect.kafka_security)
+    kafka_security_protocol: KafkaProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: FilePath | None = None
+    kafka_ssl_certfile: FilePath | None = None
+    kafka_ssl_keyfile: FilePath | None = None
 
     topic_interactions: str = "interactions"
     topic_scores: str = "scores"
@@ -126,6 +140,13 @@ class Settings(BaseSettings):
             raise ValueError("half_lives_s needs at least one positive half-life")
         return self
 
+    @model_validator(mode="after")
+    def _secure_transport(self) -> Settings:
+        problems = _kafka_security_problems(self) + _redis_tls_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def exposure_types(self) -> tuple[str, ...]:
         """Event types some objective treats as exposures: these are scored."""
@@ -166,9 +187,52 @@ class Settings(BaseSettings):
         return env
 
 
+def _kafka_security_problems(s: Settings) -> list[str]:
+    """SASL settings need a SASL protocol and all three values; TLS files a TLS protocol."""
+    protocol = s.kafka_security_protocol
+    sasl = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+    tls = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    problems = []
+    if protocol.startswith("SASL_"):
+        missing = [name for name in sasl if getattr(s, name) is None]
+        if missing:
+            problems.append(f"kafka_security_protocol {protocol} needs {', '.join(missing)}")
+    elif any(getattr(s, name) is not None for name in sasl):
+        problems.append(f"{'/'.join(sasl)} need kafka_security_protocol SASL_PLAINTEXT or "
+                        f"SASL_SSL (it is {protocol})")
+    if not protocol.endswith("SSL") and any(getattr(s, name) for name in tls):
+        problems.append(f"{'/'.join(tls)} need kafka_security_protocol SSL or SASL_SSL "
+                        f"(it is {protocol})")
+    if s.kafka_ssl_keyfile and not s.kafka_ssl_certfile:
+        problems.append("kafka_ssl_keyfile needs kafka_ssl_certfile")
+    return problems
+
+
+def _redis_tls_problems(s: Settings) -> list[str]:
+    """Redis TLS files need a ``rediss://`` URL (the embedded redis-server has no TLS)."""
+    if not (s.redis_ssl_ca_certs or s.redis_ssl_certfile or s.redis_ssl_keyfile):
+        return []
+    problems = []
+    if s.redis_url is None or not s.redis_url.get_secret_value().startswith("rediss://"):
+        problems.append("redis_ssl_* files need a rediss:// redis_url")
+    if s.redis_ssl_keyfile and not s.redis_ssl_certfile:
+        problems.append("redis_ssl_keyfile needs redis_ssl_certfile")
+    return problems
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per problem, ``field: message`` — never the input (it may be a secret)."""
+    return "\n".join(
+        f"  {'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+        for error in exc.errors(include_input=False, include_url=False))
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment; raise :class:`ConfigError` with every problem."""
+    """Read settings from the environment; raise :class:`ConfigError` with every problem
+    (named by field, without the values given: a value may be a secret)."""
     try:
         return Settings(**overrides)
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        raise ConfigError(f"invalid learnloop settings:\n{exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"invalid learnloop settings:\n{_describe(exc)}") from None
+    except ValueError as exc:  # pydantic-settings: a variable that is not valid JSON
+        raise ConfigError(f"invalid learnloop settings: {exc}") from None

@@ -9,6 +9,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from learnloop.alerts import recent_alerts
 from learnloop.checkpoints import CheckpointStore
+from learnloop.connect import kafka_security
 from learnloop.features import event_time_key
 from learnloop.scoring import scored_watermark_key
 from learnloop.serving import current_champion
@@ -23,7 +24,7 @@ def end_offsets(settings: Settings, topic: str, timeout_s: float = 5.0) -> dict[
     """
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                              client_id="learnloop-status", enable_auto_commit=False,
-                             fetch_max_wait_ms=10)
+                             fetch_max_wait_ms=10, **kafka_security(settings))
     try:
         partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
         consumer.assign(partitions)

@@ -66,7 +66,7 @@ from river.datasets import synth
 
 from learnloop import serving
 from learnloop.checkpoints import checkpoint_store
-from learnloop.connect import ensure_topics, redis_client, running_stack
+from learnloop.connect import ensure_topics, kafka_security, redis_client, running_stack
 from learnloop.demo import stop_processes
 from learnloop.embedded import _die_with_parent
 from learnloop.features import STATS_KEY
@@ -208,7 +208,7 @@ def replay(base: Settings, db: int, stream, samples: int, *,
 
     try:
         producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20,
-                                 batch_size=256 * 1024)
+                                 batch_size=256 * 1024, **kafka_security(settings))
         for n, y, events in events_of(stream, samples, t0):
             if n == restart_at:
                 producer.flush()

@@ -45,6 +45,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from benchlib.cpu import CpuMeter
 from benchlib.stats import percentile, summary_ms, summary_s
 from benchlib.workload import Workload
+from learnloop.connect import kafka_security
 from learnloop.scoring import score_key, scored_watermark_key
 from learnloop.settings import Settings
 from learnloop.simulate import Simulator
@@ -83,7 +84,7 @@ class Pacer(threading.Thread):
 
     def run(self) -> None:
         producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
-                                 linger_ms=5)
+                                 linger_ms=5, **kafka_security(self.settings))
         champion, topic = self.settings.champion, self.settings.topic_interactions
         try:
             start = time.perf_counter()
@@ -203,7 +204,8 @@ def warm_up(settings: Settings, client: redis.Redis, timeout_s: float = 60.0) ->
          "type": "click", "exposure_id": "warmup-imp"},
     ]
     started = time.monotonic()
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                             **kafka_security(settings))
     try:
         for event in events:
             producer.send(settings.topic_interactions, key=b"warmup", value=orjson.dumps(event))
@@ -221,7 +223,8 @@ def warm_up(settings: Settings, client: redis.Redis, timeout_s: float = 60.0) ->
 def positive_offsets(settings: Settings) -> dict[str, tuple[int, int]]:
     """exposure_id → (examples partition, offset) of every positive example."""
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                             enable_auto_commit=False, max_poll_records=5000)
+                             enable_auto_commit=False, max_poll_records=5000,
+                             **kafka_security(settings))
     found: dict[str, tuple[int, int]] = {}
     try:
         parts = [TopicPartition(settings.topic_examples, p) for p in range(settings.partitions)]

@@ -22,7 +22,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 import models
-from learnloop.connect import admin_client
+from learnloop.connect import admin_client, kafka_security
 from learnloop.featurize import featurize
 from learnloop.settings import Settings
 
@@ -49,8 +49,9 @@ def run_peer(settings: Settings, client: redis.Redis, limit: int, tag: str) -> d
     finally:
         admin.close()
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                             enable_auto_commit=False)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+                             enable_auto_commit=False, **kafka_security(settings))
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                             **kafka_security(settings))
     model = models.build(settings.champion)
     exposures = set(settings.exposure_types)
     half_lives, types = settings.half_lives_s, settings.event_types

@@ -23,6 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 import models
 from benchlib.stats import median
+from learnloop.connect import kafka_security
 from learnloop.featurize import featurize
 from learnloop.settings import Settings
 
@@ -32,7 +33,8 @@ Sample = tuple[dict[str, float], float, dict, bool]
 def read_examples(settings: Settings, limit: int) -> list[Sample]:
     """Up to ``limit`` examples from the examples topic, as (snapshot, ts, context, y)."""
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                             enable_auto_commit=False, max_poll_records=5000)
+                             enable_auto_commit=False, max_poll_records=5000,
+                             **kafka_security(settings))
     try:
         parts = [TopicPartition(settings.topic_examples, p) for p in range(settings.partitions)]
         consumer.assign(parts)

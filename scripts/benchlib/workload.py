@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import orjson
 from kafka import KafkaProducer
 
+from learnloop.connect import kafka_security
 from learnloop.settings import Settings
 from learnloop.simulate import Simulator
 
@@ -59,7 +60,8 @@ class Published:
 def producer(settings: Settings, **options: object) -> KafkaProducer:
     """A plain kafka-python producer for pre-publishing (batched, acks=all)."""
     defaults = {"linger_ms": 20, "batch_size": 256 * 1024, "acks": "all"}
-    return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **{**defaults, **options})
+    return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings),
+                         **{**defaults, **options})
 
 
 def publish(settings: Settings, workload: Workload, encode_first: bool = False) -> Published:
