@@ -44,6 +44,8 @@ from learnloop.settings import Settings
 
 log = logging.getLogger("learnloop.interactions")
 NAME = "interactions"
+#: How many batches past a seek back are dropped as fetched before it (see ``stale``).
+STALE_TRIES = 3
 
 
 class InteractionsConsumer:
@@ -69,6 +71,7 @@ class InteractionsConsumer:
         self.outbox = Outbox(client)
         self.next_reload = time.monotonic() + settings.model_reload_s
         self.applied: dict[TopicPartition, int] = {}
+        self.sought: dict[TopicPartition, tuple[int, int]] = {}  # last seek: (offset, drops)
         self.newest_event_ts: dict[TopicPartition, float] = {}
         self.consumer = KafkaConsumer(**consumer_options(settings, settings.consumer_group, NAME))
         self.producer = KafkaProducer(
@@ -120,6 +123,8 @@ class InteractionsConsumer:
 
     def process(self, tp: TopicPartition, records: list) -> None:
         """Apply one partition's batch: dead letters, features, scores — in that order."""
+        if self.stale(tp, records):
+            return
         now = time.time()
         known_applied = self.applied.get(tp)
         if known_applied is None:  # not assigned through resume(): ask Redis
@@ -140,7 +145,8 @@ class InteractionsConsumer:
         # 2. Features and the watermark, one atomic Lua call.
         try:
             result = self.features.apply_batch(
-                tp.topic, tp.partition, [(record.offset, d) for record, d in decoded]
+                tp.topic, tp.partition, [(record.offset, d) for record, d in decoded],
+                known_applied,
             )
         except redis.ResponseError as exc:
             if not str(exc).startswith("GAP"):
@@ -148,7 +154,7 @@ class InteractionsConsumer:
             log.warning("partition %s: Redis is behind this batch (%s); seeking back",
                         tp.partition, exc)
             self.metrics.redis_regressions.inc()
-            self.resume([tp])
+            self.resume([tp], rewind=True)
             return
         crash_point("interactions.applied")
         previous = result.previous_watermark
@@ -246,23 +252,51 @@ class InteractionsConsumer:
         if served.published_at is not None:
             self.serving_metrics.age.labels(served.name).set(time.time() - served.published_at)
 
-    def resume(self, partitions: list[TopicPartition]) -> None:
-        """Seek each newly assigned partition to just after its Redis scored watermark."""
+    def resume(self, partitions: list[TopicPartition], rewind: bool = False) -> None:
+        """Seek each partition to just after its Redis scored watermark (when newly
+        assigned, or — ``rewind`` — when Redis turned out to be behind a batch)."""
         for tp in partitions:
             scored = self.redis.get(scored_watermark_key(tp.topic, tp.partition))
             applied = self.features.applied_offset(tp.topic, tp.partition)
             self.applied[tp] = -1 if applied is None else applied
-            if scored is None:
-                self.consumer.seek_to_beginning(tp)
+            if rewind and (scored is None or applied is None or applied < int(scored)):
+                # Redis lost writes: from what both watermarks still cover (outside a
+                # rebalance callback, so the broker can be asked where the log begins)
+                self.seek(tp, self.consumer.beginning_offsets([tp])[tp] if applied is None
+                          else applied + 1)
+            elif scored is not None:
+                self.seek(tp, int(scored) + 1)
             else:
-                self.consumer.seek(tp, int(scored) + 1)
+                self.consumer.seek_to_beginning(tp)
             self.publish_examples(tp)
             log.info("partition %s resumes after offset %s", tp.partition, scored)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.consumer.seek(tp, offset)
+        self.sought[tp] = (offset, 0)
+
+    def stale(self, tp: TopicPartition, records: list) -> bool:
+        """True for records fetched before a seek back: the first batches after a seek
+        that start past it (kafka-python can still hand out a fetch buffered before the
+        seek). A few tries only: a compacted topic legitimately has gaps."""
+        sought = self.sought.get(tp)
+        if sought is None:
+            return False
+        offset, tries = sought
+        if records[0].offset <= offset or tries >= STALE_TRIES:
+            del self.sought[tp]
+            return False
+        log.info("partition %s: dropping %d records fetched before a seek to %d",
+                 tp.partition, len(records), offset)
+        self.sought[tp] = (offset, tries + 1)
+        self.consumer.seek(tp, offset)
+        return True
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Drop state of partitions this member no longer owns (and their lag gauges)."""
         for tp in partitions:
             self.applied.pop(tp, None)
+            self.sought.pop(tp, None)
             self.newest_event_ts.pop(tp, None)
             for gauge in (self.metrics.lag_offsets, self.metrics.lag_seconds):
                 try:

@@ -6,7 +6,7 @@
 -- KEYS[2]  counters hash (events, exposures, duplicates, rejected:{reason}, examples:…)
 -- KEYS[3]  the partition's newest event time (drives the event-time watermark)
 -- KEYS[4]  the partition's example outbox (a list the consumer drains to Kafka)
--- ARGV[1]  JSON: {half_lives, feature_ttl, snapshot_ttl, dedup_ttl, partition, suffix,
+-- ARGV[1]  JSON: {half_lives, feature_ttl, snapshot_ttl, dedup_ttl, lateness, partition, suffix, known,
 --          objectives: [{name, exposures, feedback: {type: [label, window_s]}, negative,
 --          lateness, window}], events: [...]}
 --          event = {o=offset, id, t=event time, u=user, i=item or "", k=type,
@@ -17,7 +17,12 @@
 --          snapshot JSON or "" —
 --          "new" for an exposure applied now, "replay" for an exposure applied by an
 --          earlier run (its stored snapshot), "dup" for a repeated event_id,
---          "unattributed:{objective}:{reason}" for feedback that joined no exposure.
+--          "unattributed:{objective}:{reason}" for feedback that joined no exposure,
+--          "late" (with the partition's newest event time) for an event too late to apply.
+--
+-- Too late: an event older than the partition's newest event time minus `lateness` (the
+-- most lenient objective's allowed lateness) is not applied; the consumer dead-letters
+-- it. Its de-duplication marker says so, and a replay of its offset reports it again.
 --
 -- The join (per objective): an exposure is pending (pend:{o}:{id}, indexed per user in
 -- pendu:{o}:{user} and by window end in due:{o}:{topic}:{partition}) until its first
@@ -253,10 +258,27 @@ end
 -- Where an event came from: its partition's watermark key and its offset.
 local function origin(ev) return KEYS[1] .. '@' .. ev.o end
 
+local function too_late(ev) return ev.t < newest - batch.lateness end
+
+-- The de-duplication marker: the origin, plus '<' and the newest event time if too late.
+local function seen_marker(ev)
+  if too_late(ev) then return origin(ev) .. '<' .. fmt(newest) end
+  return origin(ev)
+end
+
+-- For an event at or below the watermark: the newest event time it was too late for, if any.
+local function was_late(ev, seen)
+  local late_prefix = origin(ev) .. '<'
+  if seen and string.sub(seen, 1, #late_prefix) == late_prefix then
+    return string.sub(seen, #late_prefix + 1)
+  end
+end
+
 -- A batch that does not continue from the watermark means Redis lost writes (restarted
--- without them): refuse it, so the consumer seeks back instead of leaving a hole.
+-- without them): refuse it, so the consumer seeks back instead of leaving a hole. With
+-- no watermark at all, only the caller knows whether there was one (batch.known).
 local first = batch.events[1]
-if first and applied >= 0 and first.o > applied + 1 then
+if first and (applied >= 0 or batch.known >= 0) and first.o > applied + 1 then
   return redis.error_reply('GAP ' .. applied)
 end
 
@@ -266,13 +288,20 @@ for _, ev in ipairs(batch.events) do
   if ev.r ~= nil then
     if ev.o > applied then redis.call('HINCRBY', KEYS[2], 'rejected:' .. ev.r, 1) end
   elseif ev.o <= applied then
-    if ev.x == 1 and redis.call('GET', 'seen:' .. ev.id) == origin(ev) then
+    local seen = redis.call('GET', 'seen:' .. ev.id)
+    local late_for = was_late(ev, seen)
+    if late_for then
+      out[#out + 1] = ev.o; out[#out + 1] = 'late'; out[#out + 1] = late_for
+    elseif ev.x == 1 and seen == origin(ev) then
       local stored = redis.call('GET', 'snap:' .. ev.id)
       out[#out + 1] = ev.o; out[#out + 1] = 'replay'; out[#out + 1] = stored or ''
     end
-  elseif not redis.call('SET', 'seen:' .. ev.id, origin(ev), 'NX', 'EX', batch.dedup_ttl) then
+  elseif not redis.call('SET', 'seen:' .. ev.id, seen_marker(ev), 'NX', 'EX', batch.dedup_ttl) then
     out[#out + 1] = ev.o; out[#out + 1] = 'dup'; out[#out + 1] = ''
     redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
+  elseif too_late(ev) then
+    out[#out + 1] = ev.o; out[#out + 1] = 'late'; out[#out + 1] = fmt(newest)
+    redis.call('HINCRBY', KEYS[2], 'rejected:too_late', 1)
   else
     seq = 0
     local keys = feature_keys(ev)

@@ -9,7 +9,8 @@ Key layout (every feature key has a TTL; watermark keys never expire):
   reference event time; ``{type}|{half_life_s}`` a decayed count; ``{type}|sum|{half_life_s}``
   a decayed sum of ``value``; ``last|{type}`` the newest event time of that type.
 - ``snap:{event_id}`` — JSON point-in-time snapshot of an exposure's features.
-- ``seen:{event_id}`` — de-duplication marker (the event's origin), with a TTL.
+- ``seen:{event_id}`` — de-duplication marker (the event's origin; for an event too late
+  to apply, also the newest event time it was late for), with a TTL.
 - ``wm:features:{topic}:{partition}`` — last applied offset.
 - ``etw:{topic}:{partition}`` — newest event time applied (the event-time watermark's base).
 - ``outbox:{topic}:{partition}`` — labeled examples not yet published to Kafka.
@@ -17,6 +18,10 @@ Key layout (every feature key has a TTL; watermark keys never expire):
   ``due:{objective}:{topic}:{partition}`` — exposures waiting for feedback (the join).
 - ``stats:interactions`` — exactly-once counters: events, exposures, duplicates,
   ``rejected:{reason}``.
+
+An event older than its partition's newest event time minus the most lenient objective's
+``allowed_lateness_s`` is *too late*: it is not applied, and comes back as a
+:class:`~learnloop.events.Rejection` (reason :data:`TOO_LATE`) for the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ _SCRIPT = resources.files("learnloop").joinpath("apply_batch.lua").read_text()
 
 
 STATS_KEY = "stats:interactions"
+#: Dead-letter reason of an event behind its partition's event-time watermark.
+TOO_LATE = "too_late"
 
 
 def watermark_key(topic: str, partition: int) -> str:
@@ -65,8 +72,9 @@ class Applied:
     """The outcome for one event of a batch that needs a follow-up (scoring or counting)."""
 
     offset: int
-    status: str  # "new" | "replay" | "dup"
+    status: str  # "new" | "replay" | "dup" | "late" | "unattributed:…"
     snapshot: dict[str, float] | None
+    rejection: Rejection | None = None  # for "late": bound for the dead-letter topic
 
 
 class FeatureStore:
@@ -78,38 +86,51 @@ class FeatureStore:
         self.exposure_types = frozenset(settings.exposure_types)
         objectives = [{"name": n, **o.wire()} for n, o in settings.objectives.items()]
         longest_wait = max(o.window_s + o.allowed_lateness_s for o in settings.objectives.values())
+        self.lateness = max(o.allowed_lateness_s for o in settings.objectives.values())
         self._limits = {
             "half_lives": self.half_lives,
             "feature_ttl": settings.feature_ttl_s,
             # a snapshot must outlive its exposure's window, or the example loses it
             "snapshot_ttl": max(settings.snapshot_ttl_s, longest_wait + 86_400),
             "dedup_ttl": settings.dedup_ttl_s,
+            "lateness": self.lateness,
             "objectives": objectives,
         }
         self._apply = client.register_script(_SCRIPT)
 
     def apply_batch(
-        self, topic: str, partition: int, items: list[tuple[int, Event | Rejection]]
+        self, topic: str, partition: int, items: list[tuple[int, Event | Rejection]],
+        known_applied: int = -1,
     ) -> BatchResult:
         """Apply one partition's ``(offset, event or rejection)`` pairs, in offset order,
-        atomically with its watermark. Rejections only advance the watermark and count."""
+        atomically with its watermark. Rejections only advance the watermark and count.
+        ``known_applied`` is the watermark the caller saw last: Redis must not be behind it."""
         wire = [
             {"o": o, "r": e.reason} if isinstance(e, Rejection) else self._wire(o, e)
             for o, e in items
         ]
         payload = {**self._limits, "events": wire, "partition": partition,
-                   "suffix": f"{topic}:{partition}"}
+                   "suffix": f"{topic}:{partition}", "known": known_applied}
         flat = self._apply(
             keys=[watermark_key(topic, partition), STATS_KEY, event_time_key(topic, partition),
                   outbox_key(topic, partition)],
             args=[orjson.dumps(payload)],
         )
+        events = dict(items)
         outcomes = []  # (a "GAP n" ResponseError means: resume after offset n)
         for n in range(1, len(flat), 3):
-            raw = flat[n + 2]
+            offset, status, raw = int(flat[n]), flat[n + 1].decode(), flat[n + 2]
+            if status == "late":
+                rejection = self._too_late(events[offset], float(raw))
+                outcomes.append(Applied(offset, status, None, rejection))
+                continue
             snapshot = {k: float(v) for k, v in orjson.loads(raw).items()} if raw else None
-            outcomes.append(Applied(int(flat[n]), flat[n + 1].decode(), snapshot))
+            outcomes.append(Applied(offset, status, snapshot))
         return BatchResult(int(flat[0]), outcomes)
+
+    def _too_late(self, event: Event, newest: float) -> Rejection:
+        return Rejection(TOO_LATE, f"ts is {newest - event.ts:.0f}s older than the partition's "
+                                   f"newest event; {self.lateness}s of lateness allowed")
 
     def _wire(self, offset: int, event: Event) -> dict:
         exposure = event.type in self.exposure_types

@@ -10,6 +10,8 @@ import redis
 from pydantic import SecretStr
 
 from learnloop.embedded import _die_with_parent, free_port, redis_server_binary
+from learnloop.features import watermark_key
+from learnloop.scoring import scored_watermark_key
 from tests.conftest import event, make_settings, wait_for
 from tests.effects import assert_same_effects, redis_state
 
@@ -99,3 +101,34 @@ def test_a_redis_restart_mid_stream_loses_and_doubles_nothing(stack, own_redis, 
     wait_for(lambda: redis_state(oracle_client).keys() == redis_state(client).keys(), 30,
              "the oracle's scores")
     assert_same_effects(redis_state(oracle_client), redis_state(client), exact_items=False)
+
+
+def test_a_redis_that_lost_writes_is_refused_and_replayed(stack, redis_conn, producer,
+                                                          start_consumer):
+    settings = make_settings(stack)
+    running = start_consumer(settings)
+
+    def publish(start: int, stop: int) -> None:
+        for n in range(start, stop):
+            user = f"u{n % 7}"
+            producer.send(settings.topic_interactions, key=user.encode(),
+                          value=event(n, user=user, item=f"i{n % 5}"))
+        producer.flush()
+
+    def applied() -> int:
+        return int(redis_conn.hget("stats:interactions", "events") or 0)
+
+    publish(0, N // 2)
+    def scored_as_applied() -> bool:
+        return all(redis_conn.get(scored_watermark_key(settings.topic_interactions, p)) ==
+                   redis_conn.get(watermark_key(settings.topic_interactions, p)) is not None
+                   for p in range(settings.partitions))
+
+    wait_for(lambda: applied() == N // 2 and scored_as_applied(), 60, "the first half applied")
+    redis_conn.flushdb()  # Redis came back empty (no persistence): every write lost
+    publish(N // 2, N)
+    wait_for(lambda: applied() == N, 60, lambda: "everything applied again, once: "
+             f"{redis_conn.hgetall('stats:interactions')}")
+    assert running.sample("learnloop_redis_regressions_total") >= 1
+    stats = {k.decode(): int(v) for k, v in redis_conn.hgetall("stats:interactions").items()}
+    assert stats["events"] == stats["exposures"] == N and stats.get("duplicates", 0) == 0
