@@ -59,31 +59,35 @@ def own_redis(tmp_path):
     server.kill()
 
 
+def publish(producer, topic: str, start: int, stop: int) -> None:
+    """Events ``start`` … ``stop`` - 1 of 7 users and 5 items, keyed by user."""
+    for n in range(start, stop):
+        user = f"u{n % 7}"
+        producer.send(topic, key=user.encode(), value=event(n, user=user, item=f"i{n % 5}"))
+    producer.flush()
+
+
+def applied(client: redis.Redis) -> int:
+    """Events applied so far (0 while Redis is down)."""
+    try:
+        return int(client.hget("stats:interactions", "events") or 0)
+    except redis.ConnectionError:
+        return 0
+
+
 def test_a_redis_restart_mid_stream_loses_and_doubles_nothing(stack, own_redis, producer,
                                                               start_consumer):
     settings = make_settings(stack, redis_url=SecretStr(own_redis.url), redis_retry_s=30)
     client = redis.Redis.from_url(own_redis.url)
     running = start_consumer(settings)
+    topic = settings.topic_interactions
 
-    def applied() -> int:
-        try:
-            return int(client.hget("stats:interactions", "events") or 0)
-        except redis.ConnectionError:
-            return 0
-
-    def publish(start: int, stop: int) -> None:
-        for n in range(start, stop):
-            user = f"u{n % 7}"
-            producer.send(settings.topic_interactions, key=user.encode(),
-                          value=event(n, user=user, item=f"i{n % 5}"))
-        producer.flush()
-
-    publish(0, N // 2)
-    wait_for(lambda: applied() >= N // 4, what="a first part applied")
+    publish(producer, topic, 0, N // 2)
+    wait_for(lambda: applied(client) >= N // 4, what="a first part applied")
     own_redis.kill()
-    publish(N // 2, N)  # arrives while Redis is down
+    publish(producer, topic, N // 2, N)  # arrives while Redis is down
     own_redis.start()
-    wait_for(lambda: applied() == N, 60, f"all {N} events applied")
+    wait_for(lambda: applied(client) == N, 60, f"all {N} events applied")
     stats = {k.decode(): int(v) for k, v in client.hgetall("stats:interactions").items()}
     assert stats["events"] == stats["exposures"] == N
     assert stats.get("duplicates", 0) == 0
@@ -96,8 +100,7 @@ def test_a_redis_restart_mid_stream_loses_and_doubles_nothing(stack, own_redis, 
                            redis_url=SecretStr(own_redis.url[:-1] + "1"))
     oracle_client = redis.Redis.from_url(oracle.redis_url.get_secret_value())
     start_consumer(oracle)
-    wait_for(lambda: int(oracle_client.hget("stats:interactions", "events") or 0) == N, 60,
-             "the oracle run")
+    wait_for(lambda: applied(oracle_client) == N, 60, "the oracle run")
     wait_for(lambda: redis_state(oracle_client).keys() == redis_state(client).keys(), 30,
              "the oracle's scores")
     assert_same_effects(redis_state(oracle_client), redis_state(client), exact_items=False)
@@ -107,27 +110,19 @@ def test_a_redis_that_lost_writes_is_refused_and_replayed(stack, redis_conn, pro
                                                           start_consumer):
     settings = make_settings(stack)
     running = start_consumer(settings)
+    topic = settings.topic_interactions
 
-    def publish(start: int, stop: int) -> None:
-        for n in range(start, stop):
-            user = f"u{n % 7}"
-            producer.send(settings.topic_interactions, key=user.encode(),
-                          value=event(n, user=user, item=f"i{n % 5}"))
-        producer.flush()
-
-    def applied() -> int:
-        return int(redis_conn.hget("stats:interactions", "events") or 0)
-
-    publish(0, N // 2)
     def scored_as_applied() -> bool:
-        return all(redis_conn.get(scored_watermark_key(settings.topic_interactions, p)) ==
-                   redis_conn.get(watermark_key(settings.topic_interactions, p)) is not None
+        return all(redis_conn.get(scored_watermark_key(topic, p)) ==
+                   redis_conn.get(watermark_key(topic, p)) is not None
                    for p in range(settings.partitions))
 
-    wait_for(lambda: applied() == N // 2 and scored_as_applied(), 60, "the first half applied")
+    publish(producer, topic, 0, N // 2)
+    wait_for(lambda: applied(redis_conn) == N // 2 and scored_as_applied(), 60,
+             "the first half applied")
     redis_conn.flushdb()  # Redis came back empty (no persistence): every write lost
-    publish(N // 2, N)
-    wait_for(lambda: applied() == N, 60, lambda: "everything applied again, once: "
+    publish(producer, topic, N // 2, N)
+    wait_for(lambda: applied(redis_conn) == N, 60, lambda: "everything applied again, once: "
              f"{redis_conn.hgetall('stats:interactions')}")
     assert running.sample("learnloop_redis_regressions_total") >= 1
     stats = {k.decode(): int(v) for k, v in redis_conn.hgetall("stats:interactions").items()}
