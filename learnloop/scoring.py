@@ -15,7 +15,7 @@ Each message carries its source ``topic/partition/offset``; readers de-duplicate
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import resources
 
 import orjson
@@ -109,4 +109,4 @@ class ScoreWriter:
 
 def score_message(score: Score) -> bytes:
     """The JSON published to the scores topic for ``score``."""
-    return orjson.dumps(asdict(score))
+    return orjson.dumps(score)  # orjson serialises dataclasses itself, ~10x faster than asdict
