@@ -14,11 +14,16 @@ from typing import Annotated
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s:]+$")]
+#: Ids become parts of Redis keys: no whitespace, no ':' (the key separator), no control
+#: characters (C0, DEL, C1) — they would corrupt keys, logs and terminals.
+Identifier = Annotated[str, Field(min_length=1, max_length=128,
+                                  pattern=r"^[^\s:\x00-\x1f\x7f-\x9f]+$")]
 ContextValue = Annotated[str, Field(max_length=256)] | bool | int | float
 
 #: Epoch values above this are almost certainly milliseconds, not seconds (year 5138).
 _MAX_EPOCH_SECONDS = 1e11
+#: Largest ``value`` magnitude: decayed sums of it are kept in Redis and must stay finite.
+MAX_VALUE = 1e15
 
 
 def _checked_epoch(value: float) -> float:
@@ -32,7 +37,8 @@ def _checked_epoch(value: float) -> float:
 class Event(BaseModel):
     """One user interaction, as a product publishes it (one JSON object per message)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a JSON string or boolean is not a number ("4.5" and true are refused)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     event_id: Identifier = Field(description="Unique id; a repeated id is dropped as duplicate.")
     ts: float = Field(description="Event time: RFC 3339 string or epoch seconds.")
@@ -41,7 +47,7 @@ class Event(BaseModel):
         description="Event type, e.g. impression, click, purchase (see settings.event_types)."
     )
     item_id: Identifier | None = None
-    value: float | None = Field(None, description="Rating, revenue, … (finite).")
+    value: float | None = Field(None, description="Rating, revenue, … (finite, |value| ≤ 1e15).")
     exposure_id: Identifier | None = Field(
         None, description="On feedback: the event_id of the exposure it answers."
     )
@@ -69,8 +75,8 @@ class Event(BaseModel):
     @field_validator("value")
     @classmethod
     def _finite_value(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("value must be finite")
+        if value is not None and not abs(value) <= MAX_VALUE:  # NaN fails this too
+            raise ValueError(f"value must be finite and at most {MAX_VALUE:g} in magnitude")
         return value
 
     @field_validator("context")

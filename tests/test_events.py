@@ -74,6 +74,12 @@ def test_fractional_rfc3339_matches_fractional_epoch():
     (orjson.dumps(body(ts=...)), "invalid_event"),            # missing ts
     (orjson.dumps(body(user_id=17)), "invalid_event"),        # wrong type
     (orjson.dumps(body(value="lots")), "invalid_event"),      # wrong type
+    (orjson.dumps(body(value="4.5")), "invalid_event"),       # strict: no number in a string
+    (orjson.dumps(body(value=True)), "invalid_event"),        # strict: a bool is not a number
+    (orjson.dumps(body(value=1.5e15)), "invalid_event"),      # its decayed sums must stay finite
+    (orjson.dumps(body(user_id="u\x00")), "invalid_event"),   # control characters in an id
+    (orjson.dumps(body(event_id="e\x1b[2J")), "invalid_event"),
+    (orjson.dumps(body(item_id="i\x85")), "invalid_event"),   # C1 control (NEL)
     (orjson.dumps(body(ts=True)), "invalid_event"),           # bool is not a time
     (orjson.dumps(body(user_id="has space")), "invalid_event"),
     (orjson.dumps(body(item_id="a:b")), "invalid_event"),     # ':' would break key layout
@@ -100,6 +106,14 @@ def test_skew_within_limit_is_accepted_and_skew_needs_now():
     assert isinstance(decode(body(ts=NOW + SKEW - 1)), Event)
     far_future = orjson.dumps(body(ts=NOW + 10 * SKEW))
     assert isinstance(decoder.decode(far_future), Event)  # no ``now``: no skew check
+
+
+@pytest.mark.parametrize("changes", [
+    {"value": -1e15}, {"value": 7}, {"user_id": "{u}|x.y*"}, {"item_id": "élément-用户-😀"},
+    {"context": {"a.b|c{d}": 1e300, "": "x"}},
+])
+def test_odd_but_valid_fields_are_accepted(changes):
+    assert isinstance(decode(body(**changes)), Event)
 
 
 def test_context_key_limit_is_inclusive():

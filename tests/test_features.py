@@ -10,7 +10,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from learnloop.events import Event
-from learnloop.features import STATS_KEY, FeatureStore
+from learnloop.features import STATS_KEY, TOO_LATE, FeatureStore
+from learnloop.objective import DEFAULT_OBJECTIVES
+from learnloop.settings import load_settings
 
 T0 = 1_767_225_600.0
 TOPIC = "interactions"
@@ -65,12 +67,22 @@ def assert_close(actual: dict, expected: dict) -> None:
 
 # -- (a) order independence ---------------------------------------------------------------
 
+SPREAD_S = 3 * 86_400  # event times of one generated history
+
+
+def lenient_store(client, lateness_s: int = SPREAD_S) -> FeatureStore:
+    """A store whose objectives allow ``lateness_s``: out-of-order events within it apply."""
+    objectives = {name: objective.model_copy(update={"allowed_lateness_s": lateness_s})
+                  for name, objective in DEFAULT_OBJECTIVES.items()}
+    return FeatureStore(client, load_settings(objectives=objectives))
+
+
 event_specs = st.lists(
     st.tuples(
         st.sampled_from(["impression", "click", "purchase", "rating"]),
         st.sampled_from(["u1", "u2"]),
         st.sampled_from(["i1", "i2", None]),
-        st.floats(0, 3 * 86_400, allow_nan=False),
+        st.floats(0, SPREAD_S, allow_nan=False),
         st.none() | st.floats(0, 1000, allow_nan=False),
     ),
     min_size=1, max_size=25,
@@ -80,7 +92,9 @@ event_specs = st.lists(
 @hsettings(max_examples=30, deadline=None,
            suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(specs=event_specs, data=st.data())
-def test_any_order_and_batching_gives_the_same_features(store, redis_conn, specs, data):
+def test_any_order_and_batching_gives_the_same_features(redis_conn, specs, data):
+    """Within the allowed lateness (here the whole history), order does not matter."""
+    store = lenient_store(redis_conn)
     events = [ev(n, t, u, i, dt, v) for n, (t, u, i, dt, v) in enumerate(specs)]
     redis_conn.flushdb()
     apply(store, events)
@@ -195,3 +209,70 @@ def test_exposure_snapshot_excludes_itself_but_includes_earlier_events(store):
 def test_first_exposure_of_a_user_has_an_empty_snapshot(store):
     (outcome,) = apply(store, [ev(1)]).outcomes
     assert outcome.status == "new" and outcome.snapshot == {}
+
+
+# -- (g) too late --------------------------------------------------------------------------
+
+LATENESS_S = 600
+
+
+def too_late(events: list[Event], lateness_s: float) -> list[int]:
+    """Indexes of the events older than the newest event applied before them minus
+    ``lateness_s`` (a too-late event is not applied, so it never moves the newest)."""
+    newest, late = -math.inf, []
+    for n, event in enumerate(events):
+        if event.ts < newest - lateness_s:
+            late.append(n)
+        else:
+            newest = max(newest, event.ts)
+    return late
+
+
+@hsettings(max_examples=25, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(specs=event_specs, data=st.data())
+def test_events_behind_the_watermark_are_too_late_in_any_batching_and_on_replay(
+    redis_conn, specs, data
+):
+    store = lenient_store(redis_conn, LATENESS_S)
+    events = [ev(n, t, u, i, dt, v) for n, (t, u, i, dt, v) in enumerate(specs)]
+    late = too_late(events, LATENESS_S)
+    on_time = [e for n, e in enumerate(events) if n not in late]
+    redis_conn.flushdb()
+    apply(store, on_time)
+    expected = feature_hashes(redis_conn)
+
+    redis_conn.flushdb()
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(len(events) - 1, 1))), label="cuts"))
+    outcomes = [o for start, stop in zip([0, *cuts], [*cuts, len(events)], strict=True)
+                for o in apply(store, events[start:stop], first_offset=start).outcomes]
+    refused = [o for o in outcomes if o.status == "late"]
+    assert [o.offset for o in refused] == late
+    assert all(o.rejection.reason == TOO_LATE and "older" in o.rejection.detail
+               for o in refused)
+    assert_close(feature_hashes(redis_conn), expected)
+    stats = redis_conn.hgetall(STATS_KEY)
+    assert int(stats.get(b"rejected:too_late", 0)) == len(late)
+    assert int(stats[b"events"]) == len(on_time)
+
+    before = dump_all(redis_conn)
+    replay = apply(store, events)  # every offset again, one batch: the same verdicts
+    assert [o.offset for o in replay.outcomes if o.status == "late"] == late
+    assert dump_all(redis_conn) == before
+
+
+def test_a_retry_of_a_too_late_event_is_a_duplicate(redis_conn):
+    store = lenient_store(redis_conn, LATENESS_S)
+    first = apply(store, [ev(1, dt=LATENESS_S + 1), ev(2)])
+    assert [(o.offset, o.status) for o in first.outcomes] == [(0, "new"), (1, "late")]
+    again = apply(store, [ev(2)], first_offset=2)
+    assert [(o.offset, o.status) for o in again.outcomes] == [(2, "dup")]
+    assert redis_conn.hgetall(STATS_KEY) == {b"events": b"1", b"exposures": b"1",
+                                             b"rejected:too_late": b"1", b"duplicates": b"1"}
+
+
+def test_events_within_the_allowed_lateness_apply(redis_conn):
+    store = lenient_store(redis_conn, LATENESS_S)
+    result = apply(store, [ev(1, dt=LATENESS_S), ev(2), ev(3, "click", dt=-1e-3)])
+    assert [o.offset for o in result.outcomes if o.status == "late"] == [2]  # e2: exactly at
+    assert store.read("u1", "i1")["u.impression|3600"] > 1.0  # e1 and e2 both counted
