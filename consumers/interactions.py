@@ -57,10 +57,7 @@ class InteractionsConsumer:
         self.settings = settings
         self.redis = client
         self.metrics = InteractionsMetrics(registry)
-        self.decoder = EventDecoder(
-            settings.event_types, settings.max_event_bytes, settings.max_context_keys,
-            settings.max_clock_skew_s,
-        )
+        self.decoder = EventDecoder.from_settings(settings)
         self.features = FeatureStore(client, settings)
         self.featurize = Featurizer.from_settings(settings, self.metrics.clipped)
         self.serving_metrics = ServingMetrics(registry)

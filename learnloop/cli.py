@@ -111,8 +111,7 @@ def publish(
     if settings.kafka_bootstrap is None:
         console.print("[red]LEARNLOOP_KAFKA_BOOTSTRAP is not set[/red] (see `learnloop up`)")
         raise typer.Exit(2)
-    decoder = EventDecoder(settings.event_types, settings.max_event_bytes,
-                           settings.max_context_keys)
+    decoder = EventDecoder.from_settings(settings)
     stream = sys.stdin.buffer if source == "-" else Path(source).open("rb")  # noqa: SIM115
     sent = bad = 0
     with stream, Publisher(settings) as publisher:
@@ -137,31 +136,60 @@ def _redis():
         raise _fail(exc) from None
 
 
+def _scores():
+    from learnloop.reader import ScoreReader
+
+    return ScoreReader(_redis(), _settings())
+
+
+def _no_score(user: str, item: str | None) -> typer.Exit:
+    console.print(f"no score for user {user!r}" + (f" and item {item!r}" if item else ""))
+    return typer.Exit(1)
+
+
+ModelOption = Annotated[
+    str | None, typer.Option(help="Model name (default: the served champion).")]
+
+
 @app.command()
 def score(
-    user: str, item: Annotated[str | None, typer.Argument()] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (default: champion).")] = None,
+    user: str, item: Annotated[str | None, typer.Argument()] = None, model: ModelOption = None,
 ) -> None:
     """Print the latest score of USER (for ITEM) as JSON."""
-    from learnloop.reader import read_score
+    from dataclasses import asdict
 
-    found = read_score(_redis(), model or _settings().champion, user, item)
+    found = _scores().score(user, item, model)
     if found is None:
-        console.print(f"no score for user {user!r}" + (f" and item {item!r}" if item else ""))
-        raise typer.Exit(1)
-    typer.echo(json.dumps(found, indent=2))
+        raise _no_score(user, item)
+    typer.echo(json.dumps(asdict(found), indent=2))
 
 
 @app.command()
 def top(
     user: str, k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
-    model: Annotated[str | None, typer.Option(help="Model name (default: champion).")] = None,
+    model: ModelOption = None,
 ) -> None:
     """Print USER's best-scored items, best first."""
-    from learnloop.reader import read_top
-
-    for item, value in read_top(_redis(), model or _settings().champion, user, k):
+    for item, value in _scores().top(user, k, model):
         typer.echo(f"{item}\t{value:.6f}")
+
+
+@app.command()
+def explain(
+    user: str, item: Annotated[str | None, typer.Argument()] = None, model: ModelOption = None,
+    k: Annotated[int, typer.Option("-k", help="Without ITEM: USER's k best items.")] = 1,
+) -> None:
+    """Why USER got its latest score for ITEM (without ITEM: for its best-scored items):
+    top contributions with their input values and the ages of their features."""
+    from learnloop.explain import render
+
+    scores = _scores()
+    items = [item] if item else [i for i, _ in scores.top(user, k, model)] or [None]
+    found = [e for i in items if (e := scores.explain(user, i, model)) is not None]
+    if not found:
+        raise _no_score(user, item)
+    for explanation in found:
+        Console().print(render(explanation))
 
 
 @app.command()

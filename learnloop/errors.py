@@ -31,3 +31,11 @@ class UnknownModel(LearnloopError):
 
 class AccessDenied(LearnloopError):
     """A server refused learnloop's credentials or permissions."""
+
+
+class InvalidEvent(LearnloopError):
+    """An event failed validation (``reason`` as in dead letters); nothing was sent."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail

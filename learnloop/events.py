@@ -9,10 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from learnloop.settings import Settings
 
 #: Ids become parts of Redis keys: no whitespace, no ':' (the key separator), no control
 #: characters (C0, DEL, C1) — they would corrupt keys, logs and terminals.
@@ -121,6 +124,12 @@ class EventDecoder:
         self.max_bytes = max_bytes
         self.max_context_keys = max_context_keys
         self.max_clock_skew_s = max_clock_skew_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventDecoder:
+        """The decoder the interactions consumer uses: event types, limits, clock skew."""
+        return cls(settings.event_types, settings.max_event_bytes, settings.max_context_keys,
+                   settings.max_clock_skew_s)
 
     def decode(self, raw: bytes | None, now: float | None = None) -> Event | Rejection:
         """Decode one message value; ``now`` enables the clock-skew check."""

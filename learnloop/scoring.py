@@ -4,7 +4,9 @@ Redis layout (plain commands are the read API):
 
 - ``score:{model}:{user}:{item}`` (``score:{model}:{user}`` without item) — hash with
   ``score``, ``model``, ``version``, ``ts`` (event time), ``event_id``, ``scored_at``,
-  ``source`` (topic/partition/offset) and ``explain`` (JSON list of [feature, contribution]).
+  ``source`` (topic/partition/offset) and ``explain`` (JSON list of the top contributions
+  as ``[feature, contribution, value]``: the model input's name, its signed contribution
+  — see :meth:`models.base.OnlineModel.explain_one` — and its value in the model input).
 - ``top:{model}:{user}`` — sorted set item → score, the ``top_k`` highest kept.
 - ``wm:scores:{topic}:{partition}`` — last offset whose scores are written.
 
@@ -55,7 +57,7 @@ class Score:
     event_id: str
     ts: float
     source: str
-    explain: list[tuple[str, float]]
+    explain: list[tuple[str, float, float | None]]  # feature, contribution, input value
     scored_at: float
 
 
@@ -69,12 +71,16 @@ class Scorer:
     def score(self, event: Event, x: Features, source: str) -> Score:
         """Score one exposure from its model input ``x``."""
         value = float(self.model.predict_one(x))
-        explain = [(name, round(c, 6)) for name, c in self.model.explain_one(x)]
+        explain = [(name, round(c, 6), _rounded(x.get(name)))
+                   for name, c in self.model.explain_one(x)]
         return Score(
             self.model.name, self.version, event.user_id, event.item_id, value,
             event.event_id, event.ts, source, explain, time.time(),
         )
 
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 class ScoreWriter:
