@@ -6,9 +6,11 @@ import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 from learnloop.deadletters import original_value
-from learnloop.features import STATS_KEY
+from learnloop.events import EventDecoder
+from learnloop.features import STATS_KEY, FeatureStore
 from learnloop.scoring import score_key, scored_watermark_key
 from tests.conftest import event, read_topic, wait_for
+from tests.hostile import T0
 
 
 def send(producer, topic: str, value: bytes, key: bytes | None = None,
@@ -124,3 +126,28 @@ def test_dead_letter_is_not_resent_when_a_restart_replays_its_offset(
     assert second.sample("learnloop_events_rejected_total", reason="invalid_json") == 0
     assert redis_conn.hget(STATS_KEY, "rejected:invalid_json") == b"2"
     assert dead_letter_origins(settings) == [(0, 0), (1, 1)]
+
+
+def test_a_too_late_event_is_dead_lettered_after_a_crash_right_after_the_redis_step(
+    settings, producer, start_consumer, redis_conn
+):
+    """The Lua step decides "too late" (its watermark lives in Redis), so the dead letter is
+    sent after it: a crash in between must not lose it — the replay reports it again."""
+    topic = settings.topic_interactions
+    raws = [event(1, ts=T0 + 3600), event(2, ts=T0)]  # e2 is an hour behind e1: too late
+    for raw in raws:
+        send(producer, topic, raw, partition=0)
+    decoder = EventDecoder(settings.event_types, settings.max_event_bytes,
+                           settings.max_context_keys)
+    FeatureStore(redis_conn, settings).apply_batch(  # what the consumer did before it died
+        topic, 0, [(offset, decoder.decode(raw)) for offset, raw in enumerate(raws)])
+
+    running = start_consumer(settings)
+    (record,) = read_topic(settings.kafka_bootstrap, settings.topic_dead_letters, 1)
+    letter = orjson.loads(record.value)
+    assert (letter["reason"], letter["origin"]["offset"]) == ("too_late", 1)
+    assert original_value(letter) == raws[1] and "older" in letter["detail"]
+    wait_for(lambda: scored_up_to(redis_conn, topic, {0: 1}), what="replay scored")
+    assert dead_letter_origins(settings) == [(0, 1)]
+    assert running.sample("learnloop_events_rejected_total", reason="too_late") == 0  # a replay
+    assert redis_conn.hget(STATS_KEY, "rejected:too_late") == b"1"  # counted once, by Redis
