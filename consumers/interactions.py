@@ -19,6 +19,7 @@ The path of one batch of one partition, top to bottom (:meth:`InteractionsConsum
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -190,6 +191,9 @@ class InteractionsConsumer:
             x = self.featurize(outcome.snapshot, event.ts, event.context)
             self._observe_feature_age(outcome.snapshot, event.ts)
             score = self.scorer.score(event, x, f"{tp.topic}/{tp.partition}/{record.offset}")
+            if not math.isfinite(score.score):
+                self.metrics.nonfinite.labels(score.model).inc()
+                continue
             scores.append((record.offset, score))
             self.producer.send(
                 self.settings.topic_scores, key=event.user_id.encode(), value=score_message(score)

@@ -244,6 +244,10 @@ def learn_example(state: LearnerState, featurize: Featurizer, example: dict, whe
     for name in [m for m, o in state.objectives.items() if o == objective]:
         model = state.models[name]
         p = model.predict_one(x)
+        if not math.isfinite(p):
+            metrics.nonfinite.labels(name).inc()
+            log.error("%s predicted %r: skipped (reset the model)", name, p)
+            continue
         state.scores[name].update(y, p)
         for challenger in state.challengers.values():
             if challenger["parent"] == name and not challenger["done"]:

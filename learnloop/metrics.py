@@ -35,6 +35,15 @@ def features_clipped(registry: CollectorRegistry) -> Counter:
         ["pattern"], registry=registry)
 
 
+def nonfinite_predictions(registry: CollectorRegistry) -> Counter:
+    """Predictions that were NaN or infinite (a model broken by its inputs): neither
+    served, evaluated nor learned from, so one bad model cannot crash-loop a consumer."""
+    name = "learnloop_model_nonfinite_predictions"
+    return _registered(registry, name) or Counter(
+        name, "Predictions that were NaN or infinite, skipped, by model.",
+        ["model"], registry=registry)
+
+
 class InteractionsMetrics:
     """Metrics of the interactions consumer."""
 
@@ -98,6 +107,7 @@ class InteractionsMetrics:
         )
         self.topic_event_age = topic_event_age(registry)
         self.clipped = features_clipped(registry)
+        self.nonfinite = nonfinite_predictions(registry)
 
 
 class LearnerMetrics:
@@ -135,6 +145,7 @@ class LearnerMetrics:
         )
         self.topic_event_age = topic_event_age(registry)
         self.clipped = features_clipped(registry)
+        self.nonfinite = nonfinite_predictions(registry)
         self.capped = Counter(
             "learnloop_examples_capped",
             "Examples held back by the per-user cap: neither learned nor evaluated.",

@@ -9,6 +9,7 @@ import math
 import pickle
 import random
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,9 +104,13 @@ def test_absurd_context_values_reach_the_model_clipped_and_are_counted():
 
     unclipped, _, metrics = learning_kit()
     raw = Featurizer(featurize.half_lives, featurize.event_types, Clip({}))
-    with pytest.raises(ValueError, match="NaN"):  # the test can fail: without clipping the
-        learn_all(unclipped, raw, metrics, stream)  # model predicts NaN, the learner crashes
-    assert not all(math.isfinite(v) for v in logreg_params(unclipped).values())
+    learn_all(unclipped, raw, metrics, stream)  # the test can fail: without clipping the
+    assert not all(math.isfinite(v) for v in logreg_params(unclipped).values())  # model breaks
+    # ... and predicts NaN: counted and skipped, never a crash (it would crash-loop the learner)
+    nonfinite = metrics.registry.get_sample_value(
+        "learnloop_model_nonfinite_predictions_total", {"model": "logreg"})
+    assert nonfinite and unclipped.scores["logreg"].examples + nonfinite == len(stream)
+    assert unclipped.scores["item_ctr"].examples == len(stream)
 
 
 def test_flooded_counters_and_rates_are_clipped_too():
@@ -414,3 +419,25 @@ def test_every_feature_key_expires_and_no_watermark_does(end_to_end):
             assert ttl == -1, key
     assert max(t for k, t in ttls.items() if family[k] == "fu:*") <= settings.feature_ttl_s
     assert max(t for k, t in ttls.items() if family[k] == "score:*") <= settings.score_ttl_s
+
+
+def test_a_served_model_that_predicts_nan_is_counted_not_served_nor_fatal(
+        settings, redis_conn, start_consumer):
+    state, featurize, _ = learning_kit()
+    raw = Featurizer(featurize.half_lives, featurize.event_types, Clip({}))
+    learn_all(state, raw, LearnerMetrics(CollectorRegistry()), absurd_stream(200))
+    assert math.isnan(state.models["logreg"].predict_one({"ctx_price": 1.0}))
+    checkpoint_store(settings, redis_conn).save(state, {"examples": 200})
+    serving.promote(redis_conn, settings, "logreg", "test: a broken model served")
+    running = start_consumer(settings)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    for n in range(3):
+        producer.send(settings.topic_interactions, key=b"u1", value=orjson.dumps({
+            "event_id": f"e{n}", "ts": time.time() - 10 + n, "user_id": "u1",
+            "item_id": f"i{n}", "type": "impression", "context": {"price": 1.0}}))
+    producer.close()
+    nonfinite = "learnloop_model_nonfinite_predictions_total"
+    wait_for(lambda: running.sample(nonfinite, model="logreg") == 3, 60,
+             "three NaN predictions counted")
+    assert not list(redis_conn.scan_iter("score:*"))  # nothing served
+    assert running.thread.is_alive() and running.error is None
