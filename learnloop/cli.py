@@ -216,6 +216,43 @@ def demo(
         raise _fail(exc) from None
 
 
+@app.command()
+def replay(
+    events: Annotated[Path, typer.Argument(help="JSON lines (the schema), or CSV.",
+                                           metavar="EVENTS", exists=True, dir_okay=False)],
+    models: Annotated[str | None, typer.Option(
+        help="Models to compare, comma-separated (default LEARNLOOP_MODELS); the baseline "
+             "is always added.")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for replay.md and its charts.")] = Path(
+        "replay-report"),
+    objectives: Annotated[Path | None, typer.Option(
+        help="JSON file of objectives, as LEARNLOOP_OBJECTIVES (default: that).",
+        exists=True, dir_okay=False)] = None,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="jsonl or csv (default: csv for *.csv/*.tsv or any --csv-* "
+                         "option, else jsonl).")] = None,
+    csv_map: Annotated[str | None, typer.Option(
+        help="FIELD=COLUMN,… e.g. user_id=uid,item_id=product,ts=time,type=event,"
+             "context.device=dev (unmapped fields: the column of their own name).")] = None,
+    csv_set: Annotated[str | None, typer.Option(
+        help="FIELD=VALUE,… the same value on every row, e.g. type=impression.")] = None,
+    csv_types: Annotated[str | None, typer.Option(
+        help="VALUE=TYPE,… rename values of the type column, e.g. view=impression,"
+             "buy=purchase.")] = None,
+    csv_delimiter: Annotated[str, typer.Option(help="One character, or 'tab'.")] = ",",
+) -> None:
+    """Replay recorded events through the join, features and learner; write a report."""
+    from learnloop.replay.cli import run_replay
+
+    csv = csv_map or csv_set or csv_types or csv_delimiter != ","
+    try:
+        run_replay(events, models=models, out=out, objectives=objectives,
+                   fmt=fmt or ("csv" if csv else None),
+                   csv=(csv_map, csv_set, csv_types, csv_delimiter), console=console)
+    except LearnloopError as exc:
+        raise _fail(exc) from None
+
+
 @models_app.callback(invoke_without_command=True)
 def models_list(ctx: typer.Context) -> None:
     """Every configured model: served or not, version, examples and progressive metrics."""

@@ -83,11 +83,13 @@ def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout_s: f
 
 @dataclass
 class EmbeddedStack:
-    """A Tansu broker and a redis-server owned by this process. Use as a context manager."""
+    """A Tansu broker and a redis-server owned by this process (``with_broker=False``: the
+    redis-server alone). Use as a context manager."""
 
     kafka_port: int = 0
     redis_port: int = 0
     redis_args: tuple[str, ...] = ()
+    with_broker: bool = True  # False: redis-server only (a replay needs no Kafka)
     processes: list[subprocess.Popen] = field(default_factory=list)
     _workdir: tempfile.TemporaryDirectory | None = None
 
@@ -109,24 +111,26 @@ class EmbeddedStack:
         return {"kafka_bootstrap": self.kafka_bootstrap, "redis_url": self.redis_url}
 
     def start(self, timeout_s: float = 20.0) -> EmbeddedStack:
-        """Start both servers and wait until they accept connections."""
+        """Start the servers and wait until they accept connections."""
         self._workdir = tempfile.TemporaryDirectory(prefix="learnloop-")
         try:
-            self.kafka_port = self.kafka_port or free_port()
+            started = []
+            if self.with_broker:
+                self.kafka_port = self.kafka_port or free_port()
+                started.append((self.kafka_port, "Tansu broker", self._spawn([
+                    tansu_binary(), "broker",
+                    "--listener-url", f"tcp://127.0.0.1:{self.kafka_port}",
+                    "--advertised-listener-url", f"tcp://127.0.0.1:{self.kafka_port}",
+                    "--storage-engine", "memory://tansu/",
+                ])))
             self.redis_port = self.redis_port or free_port()
-            broker = self._spawn([
-                tansu_binary(), "broker",
-                "--listener-url", f"tcp://127.0.0.1:{self.kafka_port}",
-                "--advertised-listener-url", f"tcp://127.0.0.1:{self.kafka_port}",
-                "--storage-engine", "memory://tansu/",
-            ])
-            redis = self._spawn([
+            started.append((self.redis_port, "redis-server", self._spawn([
                 redis_server_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", self._workdir.name,
                 "--maxmemory-policy", "noeviction", *self.redis_args,
-            ])
-            _wait_for_port(self.kafka_port, broker, "Tansu broker", timeout_s)
-            _wait_for_port(self.redis_port, redis, "redis-server", timeout_s)
+            ])))
+            for port, name, process in started:
+                _wait_for_port(port, process, name, timeout_s)
         except BaseException:
             self.stop()
             raise
