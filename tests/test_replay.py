@@ -16,6 +16,7 @@ from learnloop.errors import ConfigError
 from learnloop.replay.engine import ReplayResult, replay, replay_settings
 from learnloop.replay.report import write_report
 from learnloop.replay.sources import CsvMapping, csv_records, read_records
+from learnloop.settings import load_settings
 from tests.test_learner import QUICK, learning, logreg_params, quick_settings, simulated_events
 
 IMPRESSIONS = 600
@@ -149,6 +150,39 @@ def test_bad_lines_are_counted_by_number_and_change_nothing(events, clean, tmp_p
     assert {k: v for k, v in result.tally.stats.items() if k.startswith("rejected:")} == {
         f"rejected:{reason}": 1 for _, reason in want}
     same_learning(clean, result, same_offsets=False)  # the inserted lines shift offsets
+
+
+def turned_around(events: list[dict], at: int) -> list[dict]:
+    """From impression ``at`` on the concept turns around: clicked impressions get no click,
+    the others one click 5 s later."""
+    def number(event_id: str) -> int:
+        return int(event_id.rsplit("-", 1)[1])
+
+    clicked = {e["exposure_id"] for e in events if e["type"] == "click"}
+    out = []
+    for e in events:
+        if e["type"] == "click" and number(e["exposure_id"]) >= at:
+            continue
+        out.append(e)
+        if e["type"] == "impression" and number(e["event_id"]) >= at \
+                and e["event_id"] not in clicked:
+            out.append({**e, "event_id": f"flip-{e['event_id']}", "ts": e["ts"] + 5,
+                        "type": "click", "exposure_id": e["event_id"], "context": {}})
+    return sorted(out, key=lambda e: e["ts"])
+
+
+def test_a_drift_challenger_is_replayed_and_reported(events, tmp_path):
+    base = load_settings(drift_responses={"logreg": "challenger"})
+    lines = [orjson.dumps(e) for e in turned_around(events, IMPRESSIONS // 2)]
+    path = write_jsonl(tmp_path / "events.jsonl", lines)
+    result = replay(read_records(path), replay_settings(objectives=QUICK, base=base), path.name)
+    rising = [at for at, a in result.alerts
+              if a.model == "logreg" and a.signal == "concept" and a.after > a.before]
+    assert rising and rising[0] > IMPRESSIONS // 2, "logreg's loss rises after the turn"
+    challenger = result.state.scores["logreg~1"]
+    assert challenger.examples == IMPRESSIONS - rising[0] > 0  # from the next example on
+    assert len(challenger.predictions) == challenger.examples  # recorded for calibration
+    assert "| logreg~1 (challenger of logreg) | ctr |" in write_report(result, tmp_path).read_text()
 
 
 def test_replay_learns_what_the_live_path_learns(stack, redis_conn, events, tmp_path):

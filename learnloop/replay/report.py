@@ -69,6 +69,8 @@ def model_rows(result: ReplayResult) -> list[list[object]]:
         r = reports[name]
         comparable = state.objective_of(name) == state.objective_of(baseline) and base
         label = f"{name} (baseline)" if name == baseline else name
+        if name in state.challengers:  # scored from the drift that started it
+            label = f"{name} (challenger of {state.challengers[name]['parent']})"
         rows.append([
             label, state.objective_of(name), _n(r["examples"]), _f(r["logloss"]),
             _f(r["recent_logloss"]), _f(r["roc_auc"]), _f(r["recent_roc_auc"]),
