@@ -200,20 +200,95 @@ def schema() -> None:
     typer.echo(json.dumps(event_json_schema(), indent=2))
 
 
+Users = Annotated[int, typer.Option(help="Simulated users.")]
+Items = Annotated[int, typer.Option(help="Simulated items (at the start).")]
+Seed = Annotated[int, typer.Option(help="Random seed: the same seed, the same events.")]
+
+
 @app.command()
 def demo(
-    users: Annotated[int, typer.Option(help="Simulated users.")] = 2000,
-    items: Annotated[int, typer.Option(help="Simulated items.")] = 500,
+    users: Users = 2000, items: Items = 500,
     events: Annotated[int, typer.Option(help="Impressions to publish.")] = 20_000,
-    consumers: Annotated[int, typer.Option(help="Interactions consumer processes.")] = 2,
+    consumers: Annotated[int, typer.Option(
+        help="Interactions consumer processes (one partition each).")] = 1,
+    drift_at: Annotated[int | None, typer.Option(
+        help="Impression at which preferences shift (default: half-way).")] = None,
+    drift: Annotated[bool, typer.Option(help="Inject the drift at all.")] = True,
+    chart: Annotated[Path, typer.Option(help="Where to save the learning-curves PNG.")] = Path(
+        "out/demo-chart.png"),
+    seed: Seed = 0,
 ) -> None:
-    """Embedded stack + consumers + a simulated product; a live view, then a summary."""
+    """Embedded stack + consumers + a simulated product with a drift; a live view, then a
+    summary and a chart of the learning curves."""
     from learnloop.demo import run_demo
 
     try:
-        run_demo(_settings(), users=users, items=items, impressions=events, consumers=consumers)
+        run_demo(_settings(), users=users, items=items, impressions=events, consumers=consumers,
+                 drift_at=(events // 2 if drift_at is None else drift_at) if drift else None,
+                 chart=chart, seed=seed)
     except LearnloopError as exc:
         raise _fail(exc) from None
+
+
+@app.command()
+def simulate(
+    impressions: Annotated[int, typer.Option(help="Impressions to generate.")] = 10_000,
+    users: Users = 2000, items: Items = 500, seed: Seed = 0,
+    seconds_between: Annotated[float, typer.Option(
+        help="Mean event time between impressions (seconds).")] = 0.5,
+    appeal_spread: Annotated[float, typer.Option(
+        help="Spread of the items' appeal (logit of their click rate).")] = 1.0,
+    purchase_rate: Annotated[float, typer.Option(
+        help="Typical P(purchase | click); 0: no purchases.")] = 0.0,
+    new_item_every: Annotated[int | None, typer.Option(
+        help="A new item joins every this many impressions.")] = None,
+    drift_at: Annotated[int | None, typer.Option(
+        help="Impression at which preferences shift (default: none).")] = None,
+    out: Annotated[str, typer.Option(help="JSON-lines file, or - for standard output.")] = "-",
+    truth: Annotated[Path | None, typer.Option(
+        help="Also write each impression's true P(click) and P(purchase | click) here "
+             "(JSON lines), e.g. for an oracle in replay evaluation.")] = None,
+    publish_events: Annotated[bool, typer.Option(
+        "--publish", help="Publish to LEARNLOOP_KAFKA_BOOTSTRAP instead of writing.")] = False,
+) -> None:
+    """Simulated product events from a known ground truth, as JSON lines (or --publish)."""
+    from contextlib import nullcontext
+
+    from learnloop.simulate import Simulator, write_json_lines
+
+    sim = Simulator(users=users, items=items, seed=seed,
+                    seconds_between_impressions=seconds_between, appeal_spread=appeal_spread,
+                    purchase_rate=purchase_rate, new_item_every=new_item_every,
+                    drift_at=drift_at)
+    recorded: dict | None = {} if truth else None
+    stream = sim.events(impressions, truth=recorded)
+    if publish_events:
+        count = _publish_simulated(stream)
+    else:
+        with nullcontext(sys.stdout.buffer) if out == "-" else Path(out).open("wb") as sink:
+            count = write_json_lines(stream, sink)
+    if truth is not None:
+        with truth.open("wb") as sink:
+            write_json_lines(({"exposure_id": k, "click": t.click, "purchase": t.purchase}
+                              for k, t in recorded.items()), sink)
+    drifted = "" if sim.drift_ts is None else f"; preferences shifted at ts {sim.drift_ts}"
+    console.print(f"{count} events ({impressions} impressions){drifted}")
+
+
+def _publish_simulated(events) -> int:
+    from learnloop.events import Event
+    from learnloop.publish import Publisher
+
+    settings = _settings()
+    if settings.kafka_bootstrap is None:
+        console.print("[red]LEARNLOOP_KAFKA_BOOTSTRAP is not set[/red] (see `learnloop up`)")
+        raise typer.Exit(2)
+    count = 0
+    with Publisher(settings) as publisher:
+        for body in events:
+            publisher.publish(Event.model_validate(body))
+            count += 1
+    return count
 
 
 @app.command()
