@@ -208,7 +208,7 @@ Seed = Annotated[int, typer.Option(help="Random seed: the same seed, the same ev
 @app.command()
 def demo(
     users: Users = 2000, items: Items = 500,
-    events: Annotated[int, typer.Option(help="Impressions to publish.")] = 20_000,
+    events: Annotated[int, typer.Option(help="Impressions to publish.")] = 15_000,
     consumers: Annotated[int, typer.Option(
         help="Interactions consumer processes (one partition each).")] = 1,
     drift_at: Annotated[int | None, typer.Option(

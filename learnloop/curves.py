@@ -11,7 +11,7 @@ examples axis: the number of examples labeled before it.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+import threading
 
 import orjson
 import redis
@@ -71,19 +71,42 @@ class ExampleTap:
         self.consumer.close(autocommit=False)
 
 
-@dataclass
 class ModelCurves:
-    """Each model's (examples, recent log loss), sampled from Redis when it changed."""
+    """Each model's (examples, recent log loss), a point each time its metrics moved.
 
-    models: tuple[str, ...]
-    points: dict[str, Curve] = field(default_factory=dict)
+    :meth:`start` samples Redis every ``every_s`` seconds on a background thread — more
+    often than the learner checkpoints, so every checkpoint's figures are caught whatever
+    the rest of the process is busy with; :meth:`sample` reads on demand.
+    """
 
-    def sample(self, client: redis.Redis) -> dict[str, dict[str, float]]:
+    def __init__(self, client: redis.Redis, models: tuple[str, ...], every_s: float = 0.1):
+        self.client = client
+        self.models = models
+        self.every_s = every_s
+        self.points: dict[str, Curve] = {name: [] for name in models}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="curves", daemon=True)
+
+    def sample(self) -> dict[str, dict[str, float]]:
         """Read every model's metrics, keep a point where they moved; return them."""
-        latest = {name: read_model_metrics(client, name) for name in self.models}
-        for name, metrics in latest.items():
-            curve = self.points.setdefault(name, [])
-            examples = int(metrics.get("examples", 0))
-            if examples and (not curve or curve[-1][0] < examples):
-                curve.append((examples, metrics["recent_logloss"]))
+        latest = {name: read_model_metrics(self.client, name) for name in self.models}
+        with self._lock:
+            for name, metrics in latest.items():
+                curve = self.points[name]
+                examples = int(metrics.get("examples", 0))
+                if examples and (not curve or curve[-1][0] < examples):
+                    curve.append((examples, metrics["recent_logloss"]))
         return latest
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()

@@ -110,7 +110,7 @@ DEMO_OBJECTIVES = {"clicks": Objective(
     exposures=("impression",), feedback={"click": FeedbackRule(label=1, window_s=300)},
     negative_label=0, allowed_lateness_s=30,
 )}
-#: The demo's product: one impression a second of event time (20,000 make 5.6 hours, so
+#: The demo's product: one impression a second of event time (15,000 make 4.2 hours, so
 #: hour-long feature half-lives can follow the drift), items that differ clearly in
 #: appeal, purchases after some clicks, a new item every 100 impressions.
 DEMO_PRODUCT = {"seconds_between_impressions": 1.0, "appeal_spread": 2.0,
@@ -122,8 +122,8 @@ DEMO_PRODUCT = {"seconds_between_impressions": 1.0, "appeal_spread": 2.0,
 _CURVE_SETTINGS = {"checkpoint_every_s": 0.5, "checkpoint_every_examples": 250,
                    "drift_cooldown_s": 600.0, "drift_max_features": 0}
 LEARNER_POLL = 250
-#: How often the view (and the curves) are refreshed, seconds.
-REFRESH_S = 0.25
+#: How often the view is refreshed, seconds (the curves are sampled more often).
+REFRESH_S = 0.5
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -176,12 +176,12 @@ class Watch:
     alerts: list[dict] = field(default_factory=list)  # oldest first
 
     def __post_init__(self) -> None:
-        self.curves = ModelCurves(self.settings.models)
+        self.curves = ModelCurves(self.client, self.settings.models)
 
     def refresh(self) -> None:
         self.progress.refresh(self.client, self.settings.baseline)
         self.tap.poll()
-        self.metrics = self.curves.sample(self.client)
+        self.metrics = self.curves.sample()
         known = {alert["id"] for alert in self.alerts}
         self.alerts += [alert for alert in reversed(recent_alerts(self.client, 100))
                         if alert["id"] not in known]
@@ -242,9 +242,11 @@ def run_demo(
         tap = ExampleTap(live_settings, _oracle(live_settings, simulator, truth))
         cleanup.callback(tap.close)
         watch = Watch(live_settings, client, progress, tap)
+        watch.curves.start()
+        cleanup.callback(watch.curves.stop)
         publisher = cleanup.enter_context(Publisher(live_settings))
         progress.started = time.monotonic()
-        with Live(watch.view(), console=console, refresh_per_second=4, transient=True) as live:
+        with Live(watch.view(), console=console, refresh_per_second=2, transient=True) as live:
             events = until_last_impression(simulator.events(impressions, truth))
             publish_events(events, publisher, progress,
                            lambda: (watch.refresh(), live.update(watch.view())))
@@ -298,6 +300,15 @@ def publish_events(events: Iterable[dict], publisher: Publisher, progress: Progr
             refreshed = time.monotonic()
 
 
+def _table(title: str, columns: tuple[str, ...], left: int = 1) -> Table:
+    """A compact table (80 columns hold it): the first ``left`` columns aligned left."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
+    for n, column in enumerate(columns):
+        table.add_column(column, justify="left" if n < left else "right", no_wrap=n == 0)
+    return table
+
+
 def _cell(metrics: dict[str, float], key: str) -> str:
     return f"{metrics[key]:.4f}" if key in metrics else "-"
 
@@ -305,14 +316,10 @@ def _cell(metrics: dict[str, float], key: str) -> str:
 def models_table(metrics: dict[str, dict[str, float]], oracle: dict[str, float],
                  settings: Settings) -> Table:
     """Each model's progressive metrics beside the baseline's and the oracle's."""
-    table = Table(title="each model predicts, then learns, every example "
-                        f"(recent: the last {settings.recent_window:,})", box=box.SIMPLE_HEAD,
-                  show_edge=False, pad_edge=False, collapse_padding=True)
+    table = _table("each model predicts, then learns, every example "
+                   f"(recent: the last {settings.recent_window:,})",
+                   ("model", "examples", "log loss", "(recent)", "ROC AUC", "(recent)", "lift"))
     keys = ("logloss", "recent_logloss", "roc_auc", "recent_roc_auc", "lift")
-    for column in ("model", "examples", "log loss", "(recent)", "ROC AUC", "(recent)",
-                   "lift"):
-        table.add_column(column, justify="left" if column == "model" else "right",
-                         no_wrap=column == "model")
     rows = [(name + (" (baseline)" if name == settings.baseline else ""), metrics.get(name, {}))
             for name in settings.models]
     for label, m in (*rows, ("oracle (truth)", oracle)):
@@ -322,9 +329,8 @@ def models_table(metrics: dict[str, dict[str, float]], oracle: dict[str, float],
 
 def alerts_table(alerts: list[dict], tap: ExampleTap) -> Table:
     """Drift alerts, oldest first, placed on the examples axis."""
-    table = Table(title="drift alerts", box=box.SIMPLE_HEAD)
-    for column in ("at example", "model", "signal", "before", "after"):
-        table.add_column(column)
+    table = _table("drift alerts", ("at example", "model", "signal", "before", "after"),
+                   left=3)
     for alert in alerts:
         table.add_row(f"~{tap.position(float(alert['event_time'])):,}", alert["model"],
                       alert["signal"], f"{float(alert['before']):.4f}",

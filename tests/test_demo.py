@@ -67,8 +67,9 @@ def test_the_summary_shows_the_metrics_the_learner_wrote_to_redis(short_demo):
 
 
 def test_the_oracle_scores_the_same_examples_and_beats_every_model(short_demo):
-    """The oracle predicts the true probabilities, so its log loss is the lowest: by a
-    margin of hundreds of standard errors here, no tolerance needed."""
+    """The oracle predicts the true probabilities, so its log loss is the lowest in
+    expectation; here by about 0.1 nats, some ten standard errors of the per-example
+    difference at this size (measured on the simulated stream), so no tolerance."""
     result, printed, _ = short_demo
     oracle = result.oracle
     assert oracle["examples"] == result.progress.examples
