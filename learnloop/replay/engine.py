@@ -24,8 +24,10 @@ from itertools import islice
 import orjson
 import redis
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from consumers.learner import LearnerState, fingerprint, learn_example
+from learnloop.connect import redis_client
 from learnloop.drift import Alert
 from learnloop.embedded import EmbeddedStack
 from learnloop.evaluation import ProgressiveScore
@@ -196,7 +198,9 @@ def replay(records: list[Record], settings: Settings, source: str) -> ReplayResu
     everything, so the same result; the redis-server works on another core)."""
     started = time.perf_counter()
     with EmbeddedStack(with_broker=False) as stack, ThreadPoolExecutor(1) as redis_side:
-        client = redis.Redis.from_url(stack.redis_url)
+        client = redis_client(settings.model_copy(update={
+            "redis_url": SecretStr(stack.redis_url), "redis_ssl_ca_certs": None,
+            "redis_ssl_certfile": None, "redis_ssl_keyfile": None}))
         try:
             replayer = Replayer(settings, client, expected_examples=len(records))
             applied: tuple[Batch, list[bytes]] | None = None
