@@ -323,6 +323,7 @@ def models_table(metrics: dict[str, dict[str, float]], oracle: dict[str, float],
     rows = [(name + (" (baseline)" if name == settings.baseline else ""), metrics.get(name, {}))
             for name in settings.models]
     for label, m in (*rows, ("oracle (truth)", oracle)):
+        m = m if m.get("examples") else {}  # no figures before the first example
         table.add_row(label, f"{int(m.get('examples', 0)):,}", *(_cell(m, k) for k in keys))
     return table
 

@@ -4,6 +4,7 @@ session's stack (so Redis can be read after the demo), checked against Redis."""
 from __future__ import annotations
 
 import io
+import math
 import struct
 
 import pytest
@@ -11,11 +12,13 @@ import redis
 from rich.console import Console
 
 from learnloop.alerts import recent_alerts
-from learnloop.demo import BAD_EVERY, DemoResult, run_demo
+from learnloop.demo import BAD_EVERY, DemoResult, models_table, run_demo
+from learnloop.evaluation import ProgressiveScore
 from learnloop.reader import read_model_metrics
+from learnloop.settings import load_settings
 from tests.conftest import make_settings
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 IMPRESSIONS = 3000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -34,12 +37,17 @@ def short_demo(stack, tmp_path_factory) -> tuple[DemoResult, str, redis.Redis]:
     client.close()
 
 
+def table_row(text: str, label: str) -> str:
+    """The first line of ``text`` that starts with ``label`` (a table's row)."""
+    return next(line for line in text.splitlines() if line.strip().startswith(f"{label} "))
+
+
 def summary_row(printed: str, label: str) -> str:
-    """The line of the final summary's table that starts with ``label``."""
-    summary = printed[printed.index("messages in"):]
-    return next(line for line in summary.splitlines() if line.strip().startswith(f"{label} "))
+    """The row of the final summary's table that starts with ``label``."""
+    return table_row(printed[printed.index("messages in"):], label)
 
 
+@slow
 def test_every_message_is_accounted_for_and_every_model_learns_every_example(short_demo):
     result, printed, _ = short_demo
     progress = result.progress
@@ -53,6 +61,7 @@ def test_every_message_is_accounted_for_and_every_model_learns_every_example(sho
     assert "Top items of u0" in printed
 
 
+@slow
 def test_the_summary_shows_the_metrics_the_learner_wrote_to_redis(short_demo):
     result, printed, client = short_demo
     for name in ("item_ctr", "logreg"):
@@ -66,6 +75,7 @@ def test_the_summary_shows_the_metrics_the_learner_wrote_to_redis(short_demo):
     assert {a["id"] for a in result.alerts} == {a["id"] for a in recent_alerts(client, 1000)}
 
 
+@slow
 def test_the_oracle_scores_the_same_examples_and_beats_every_model(short_demo):
     """The oracle predicts the true probabilities, so its log loss is the lowest in
     expectation; here by about 0.1 nats, some ten standard errors of the per-example
@@ -81,6 +91,7 @@ def test_the_oracle_scores_the_same_examples_and_beats_every_model(short_demo):
     assert 0 < result.drift_example < result.progress.examples
 
 
+@slow
 def test_the_chart_is_a_png_of_a_sensible_size(short_demo):
     result, printed, _ = short_demo
     data = result.chart.read_bytes()
@@ -90,3 +101,23 @@ def test_the_chart_is_a_png_of_a_sensible_size(short_demo):
     width, height = struct.unpack(">II", data[16:24])
     assert 600 <= width <= 4000 and 400 <= height <= 4000
     assert str(result.chart.resolve()) in printed.replace("\n", "")
+
+
+def render(table) -> str:
+    console = Console(file=io.StringIO(), width=120)
+    console.print(table)
+    return console.file.getvalue()
+
+
+def test_the_models_table_shows_dashes_until_a_model_has_examples():
+    settings, oracle = load_settings(), ProgressiveScore(10)
+    metrics = {"logreg": {"examples": 12.0, "logloss": 0.25, "recent_logloss": 0.2,
+                          "roc_auc": 0.7, "recent_roc_auc": 0.65, "lift": 0.125}}
+    before = render(models_table(metrics, oracle.report(), settings))
+    assert table_row(before, "item_ctr").split() == ["item_ctr", "(baseline)", "0", *"-----"]
+    assert table_row(before, "oracle").split() == ["oracle", "(truth)", "0", *"-----"]
+    assert table_row(before, "logreg").split() == [
+        "logreg", "12", "0.2500", "0.2000", "0.7000", "0.6500", "0.1250"]
+    oracle.update(True, 0.9)
+    after = render(models_table(metrics, oracle.report(), settings))
+    assert table_row(after, "oracle").split()[2:4] == ["1", f"{-math.log(0.9):.4f}"]
