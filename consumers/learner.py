@@ -159,18 +159,15 @@ class Learner:
             self.metrics.duplicates.inc()
             return
         self.state.learned[source_partition] = (source_offset, seq)
-        self.state.digest = (self.state.digest + fingerprint(example)) % 2**64
         label_ts = float(example["label_ts"])
-        alerts = learn_example(self.state, self.featurize, example, f"{partition}/{offset}",
-                               self.metrics)
+        alerts = learn_and_respond(self.state, self.featurize, example,
+                                   f"{partition}/{offset}", self.metrics, self.settings)
         if alerts is not None:
             for alert in alerts:
                 self.alerts.publish(alert)
-                respond(self.state, alert, self.settings)
             self.metrics.label_delay.labels(
                 example["objective"], "positive" if example["label"] == 1 else "negative",
             ).observe(label_ts - float(example["exposure_ts"]))
-        self.state.examples += 1
         self.since_checkpoint += 1
         self.last_example_at = time.time()
         self.newest_label_ts = max(label_ts, self.newest_label_ts or label_ts)
@@ -223,6 +220,19 @@ def fingerprint(example: dict) -> int:
     """A 64-bit hash of an example's identity and label (see ``LearnerState.digest``)."""
     identity = orjson.dumps([example["source"], example["objective"], example["label"]])
     return int.from_bytes(hashlib.blake2b(identity, digest_size=8).digest(), "big")
+
+
+def learn_and_respond(state: LearnerState, featurize: Featurizer, example: dict, where: str,
+                      metrics: LearnerMetrics, settings: Settings) -> list[Alert] | None:
+    """One new example, as the learner takes it: into the digest, learned
+    (:func:`learn_example`), each alert answered with its model's drift response, counted.
+    Returns the alerts (None when the user cap held the example back)."""
+    state.digest = (state.digest + fingerprint(example)) % 2**64
+    alerts = learn_example(state, featurize, example, where, metrics)
+    for alert in alerts or ():
+        respond(state, alert, settings)
+    state.examples += 1
+    return alerts
 
 
 def learn_example(state: LearnerState, featurize: Featurizer, example: dict, where: str,

@@ -26,7 +26,7 @@ import redis
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from consumers.learner import LearnerState, fingerprint, learn_example
+from consumers.learner import LearnerState, learn_and_respond
 from learnloop.connect import redis_client
 from learnloop.drift import Alert
 from learnloop.embedded import EmbeddedStack
@@ -38,7 +38,6 @@ from learnloop.metrics import LearnerMetrics
 from learnloop.outbox import Outbox
 from learnloop.replay.sources import Record
 from learnloop.replay.tally import Tally
-from learnloop.responses import respond
 from learnloop.settings import Settings, load_settings
 
 TOPIC, PARTITION = "replay", 0
@@ -133,13 +132,10 @@ class Replayer:
         """One example, as the learner learns it from partition 0 of the examples topic."""
         state = self.state
         where = f"{PARTITION}/{state.examples}"
-        state.digest = (state.digest + fingerprint(example)) % 2**64
-        alerts = learn_example(state, self.featurize, example, where, self.metrics)
-        for alert in alerts or ():
-            self.alerts.append((state.examples + 1, alert))
-            respond(state, alert, self.settings)
+        alerts = learn_and_respond(state, self.featurize, example, where, self.metrics,
+                                   self.settings)
+        self.alerts += [(state.examples, alert) for alert in alerts or ()]
         self._record_scores()  # a challenger a response started
-        state.examples += 1
         self.tally.count_example(example, learned=alerts is not None)
         if state.examples % self.step == 0:
             self.sample_curves()
