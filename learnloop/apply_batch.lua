@@ -30,9 +30,13 @@
 -- watermark (newest event time - lateness) passes its window end: a negative example.
 -- Examples go to the outbox in the same atomic step, so none is lost or made twice.
 --
--- Decay is by event time and order-independent: every decayed field of a hash is
--- held as of the hash's reference time `t` (the newest event time applied); an
--- older event's increment is scaled down instead of the stored value.
+-- Decay is by event time and order-independent (forward decay): every decayed field of
+-- a hash is held as of the hash's base time `b`, so an event at time t adds
+-- weight * 2^((t - b) / half_life) and writes only the fields it changes. `t` is the
+-- newest event time applied; readers decay the fields from `b` to the time they want
+-- (never earlier than `t`). A hash is rebased to a newer `b` (every field rewritten once)
+-- when its factors would grow past 2^REBASE_HALF_LIVES. A hash without `b` (written
+-- before forward decay) is held as of its `t`.
 
 local batch = cjson.decode(ARGV[1])
 local half_lives = batch.half_lives
@@ -40,13 +44,17 @@ local applied = tonumber(redis.call('GET', KEYS[1]) or '-1')
 
 local function fmt(x) return string.format('%.17g', x) end
 
--- Half-life of a decayed field ('click|3600' → 3600), false for 't' and 'last|…';
+local REBASE_HALF_LIVES = 60
+local shortest = math.huge
+for _, hl in ipairs(half_lives) do if hl < shortest then shortest = hl end end
+
+-- Half-life of a decayed field ('click|3600' → 3600), false for 't', 'b' and 'last|…';
 -- memoized: the same few field names recur for every event.
 local half_life_memo = {}
 local function half_life_of(field)
   local hl = half_life_memo[field]
   if hl == nil then
-    hl = field ~= 't' and string.sub(field, 1, 5) ~= 'last|'
+    hl = field ~= 't' and field ~= 'b' and string.sub(field, 1, 5) ~= 'last|'
          and tonumber(string.match(field, '|(%d+)$')) or false
     half_life_memo[field] = hl
   end
@@ -61,51 +69,90 @@ local function load(key)
   return state
 end
 
--- The hash's fields as of time `at` (never earlier than its reference time).
+-- The hash's fields as of time `at` (never earlier than its newest event `t`), without
+-- the base time: each decayed field scaled from the base, one pow per half-life.
 local function as_of(state, at)
   local ref = state['t']
-  if not ref or at <= ref then return state end
+  if not ref then return state end
+  if at < ref then at = ref end
+  local base = state['b'] or ref
   local out = {}
-  local factors = {}  -- one pow per half-life, not per field
+  local factors = {}
   for field, value in pairs(state) do
     local hl = half_life_of(field)
     if hl then
       local factor = factors[hl]
       if not factor then
-        factor = math.pow(2, -(at - ref) / hl)
+        factor = math.pow(2, -(at - base) / hl)
         factors[hl] = factor
       end
-      value = value * factor
+      out[field] = value * factor
+    elseif field ~= 'b' then
+      out[field] = value
     end
-    out[field] = value
   end
   out['t'] = at
   return out
 end
 
--- Count ``ev`` into the feature hash ``key`` whose current fields are ``state``.
-local function apply(key, state, ev)
-  local ref = state['t'] or ev.t
-  if ev.t > ref then
-    state = as_of(state, ev.t)
-    ref = ev.t
+-- The decayed fields an event type counts into: {hl, count = 'click|3600', sum = …}.
+local type_fields = {}
+local function fields_of(kind)
+  local fields = type_fields[kind]
+  if not fields then
+    fields = {}
+    for _, hl in ipairs(half_lives) do
+      fields[#fields + 1] = { hl = hl, count = kind .. '|' .. hl, sum = kind .. '|sum|' .. hl }
+    end
+    type_fields[kind] = fields
   end
-  state['t'] = ref
-  for _, hl in ipairs(half_lives) do
-    local weight = math.pow(2, -(ref - ev.t) / hl)
-    local count = ev.k .. '|' .. hl
+  return fields
+end
+
+-- Count ``ev`` into the feature hash ``key`` whose current fields are ``state``;
+-- only the fields it changes are written.
+local function apply(key, state, ev)
+  local changed = {}
+  local ref = state['t']
+  local base = state['b'] or ref or ev.t
+  if (ev.t - base) / shortest > REBASE_HALF_LIVES then
+    for field, value in pairs(state) do
+      local hl = half_life_of(field)
+      if hl then
+        state[field] = value * math.pow(2, -(ev.t - base) / hl)
+        changed[#changed + 1] = field
+      end
+    end
+    base = ev.t
+  end
+  if state['b'] ~= base then
+    state['b'] = base
+    changed[#changed + 1] = 'b'
+  end
+  for _, field in ipairs(fields_of(ev.k)) do
+    local weight = math.pow(2, (ev.t - base) / field.hl)
+    local count = field.count
     state[count] = (state[count] or 0) + weight
+    changed[#changed + 1] = count
     if ev.v ~= nil then
-      local sum = ev.k .. '|sum|' .. hl
+      local sum = field.sum
       state[sum] = (state[sum] or 0) + weight * ev.v
+      changed[#changed + 1] = sum
     end
   end
+  if not ref or ev.t > ref then
+    state['t'] = ev.t
+    changed[#changed + 1] = 't'
+  end
   local last = 'last|' .. ev.k
-  if state[last] == nil or ev.t > state[last] then state[last] = ev.t end
+  if state[last] == nil or ev.t > state[last] then
+    state[last] = ev.t
+    changed[#changed + 1] = last
+  end
   local flat = {}
-  for field, value in pairs(state) do
+  for _, field in ipairs(changed) do
     flat[#flat + 1] = field
-    flat[#flat + 1] = fmt(value)
+    flat[#flat + 1] = state[field]  -- redis.call formats a number with %.17g: exact
   end
   redis.call('HSET', key, unpack(flat))
   redis.call('EXPIRE', key, batch.feature_ttl)
@@ -120,15 +167,25 @@ local function feature_keys(ev)
   return keys
 end
 
+-- 'u' .. '.' .. field, memoized per prefix.
+local snapshot_names = { u = {}, i = {}, ui = {} }
+
 -- Point-in-time snapshot for an exposure: every feature as of its event time,
--- before the exposure itself is counted.
+-- before the exposure itself is counted (numbers, 14 significant digits).
 local function snapshot(states, at)
   local snap = {}
   for prefix, state in pairs(states) do
+    local names = snapshot_names[prefix]
     for field, value in pairs(as_of(state, at)) do
-      snap[prefix .. '.' .. field] = fmt(value)
+      local name = names[field]
+      if not name then
+        name = prefix .. '.' .. field
+        names[field] = name
+      end
+      snap[name] = value
     end
   end
+  if next(snap) == nil then return '{}' end
   return cjson.encode(snap)
 end
 

@@ -6,8 +6,10 @@ effects are exactly once: replaying offsets at or below the watermark changes no
 Key layout (every feature key has a TTL; watermark keys never expire):
 
 - ``fu:{user}``, ``fi:{item}``, ``fui:{user}:{item}`` — hashes. Field ``t`` is the
-  reference event time; ``{type}|{half_life_s}`` a decayed count; ``{type}|sum|{half_life_s}``
-  a decayed sum of ``value``; ``last|{type}`` the newest event time of that type.
+  newest event time applied; ``{type}|{half_life_s}`` a decayed count and
+  ``{type}|sum|{half_life_s}`` a decayed sum of ``value``, both held as of the base time
+  ``b`` (forward decay: an event writes only the fields it changes; :func:`decay_to`
+  gives them as of any later time); ``last|{type}`` the newest event time of that type.
 - ``snap:{event_id}`` — JSON point-in-time snapshot of an exposure's features.
 - ``seen:{event_id}`` — de-duplication marker (the event's origin; for an event too late
   to apply, also the newest event time it was late for), with a TTL.
@@ -168,14 +170,19 @@ class FeatureStore:
 
 
 def decay_to(state: dict[str, float], at: float | None) -> dict[str, float]:
-    """A feature hash as of time ``at`` (the Lua script's ``as_of``, for readers)."""
+    """A feature hash as of time ``at`` — never earlier than its newest event ``t``, and
+    ``at=None`` means ``t`` — with its base time ``b`` dropped (the Lua ``as_of``)."""
     ref = state.get("t")
-    if at is None or ref is None or at <= ref:
+    if ref is None:
         return dict(state)
+    target = ref if at is None or at < ref else at
+    base = state.get("b", ref)
     out = {}
     for field, value in state.items():
+        if field == "b":
+            continue
         if field != "t" and not field.startswith("last|"):
-            value *= math.pow(2.0, -(at - ref) / float(field.rsplit("|", 1)[1]))
+            value *= math.pow(2.0, -(target - base) / float(field.rsplit("|", 1)[1]))
         out[field] = value
-    out["t"] = at
+    out["t"] = target
     return out

@@ -134,22 +134,57 @@ def featurize(
 ) -> dict[str, float]:
     """The model input for an exposure at event time ``ts`` with its ``context``, from its
     point-in-time feature snapshot (see :mod:`learnloop.features`), clipped."""
-    x: dict[str, float] = {}
-    longest = max(half_lives)
-    for prefix in _PREFIXES:
-        for kind in event_types:
-            for hl in half_lives:
-                # zeros are kept: to a scaled linear model "no clicks" must not look
-                # like "an average number of clicks"
-                x[f"{prefix}_{kind}_{hl}"] = math.log1p(snapshot.get(f"{prefix}.{kind}|{hl}", 0.0))
-            last = snapshot.get(f"{prefix}.last|{kind}")
-            age = MAX_AGE_S if last is None else min(max(ts - last, 0.0), MAX_AGE_S)
-            x[f"{prefix}_age_{kind}_h"] = age / 3600.0
-        x[f"{prefix}_ctr"] = smoothed_ctr(
-            snapshot.get(f"{prefix}.click|{longest}", 0.0),
-            snapshot.get(f"{prefix}.impression|{longest}", 0.0),
-        )
-    named = _named_keys(context_keys)
+    layout = _layout(tuple(half_lives), tuple(event_types))
+    # zeros are kept: to a scaled linear model "no clicks" must not look like "an
+    # average number of clicks"; a type never seen counts as MAX_AGE_S old
+    x = layout.template.copy()
+    counts, lasts = layout.counts, layout.lasts
+    for key, value in snapshot.items():
+        name = counts.get(key)
+        if name is not None:
+            x[name] = math.log1p(value)
+            continue
+        name = lasts.get(key)
+        if name is not None:
+            x[name] = min(max(ts - value, 0.0), MAX_AGE_S) / 3600.0
+    get = snapshot.get
+    for name, clicks, impressions in layout.rates:
+        x[name] = smoothed_ctr(get(clicks, 0.0), get(impressions, 0.0))
+    if context:
+        _add_context(x, context, _named_keys(context_keys))
+    return clip(x)
+
+
+class _Layout:
+    """Where each snapshot field goes in ``x``, for one (half-lives, event types)."""
+
+    def __init__(self, half_lives: tuple[int, ...], event_types: tuple[str, ...]) -> None:
+        longest = max(half_lives)
+        self.template: dict[str, float] = {}  # every input, in order, at its "unseen" value
+        self.counts: dict[str, str] = {}  # snapshot field → input (log-scaled count)
+        self.lasts: dict[str, str] = {}  # snapshot field → input (age in hours)
+        self.rates: list[tuple[str, str, str]] = []  # input, clicks field, impressions field
+        for prefix in _PREFIXES:
+            for kind in event_types:
+                for hl in half_lives:
+                    name = f"{prefix}_{kind}_{hl}"
+                    self.template[name] = 0.0
+                    self.counts[f"{prefix}.{kind}|{hl}"] = name
+                name = f"{prefix}_age_{kind}_h"
+                self.template[name] = MAX_AGE_S / 3600.0
+                self.lasts[f"{prefix}.last|{kind}"] = name
+            name = f"{prefix}_ctr"
+            self.template[name] = smoothed_ctr(0.0, 0.0)
+            self.rates.append((name, f"{prefix}.click|{longest}", f"{prefix}.impression|{longest}"))
+
+
+@functools.cache
+def _layout(half_lives: tuple[int, ...], event_types: tuple[str, ...]) -> _Layout:
+    return _Layout(half_lives, event_types)
+
+
+def _add_context(x: dict[str, float], context: dict, named: Callable[[str], bool]) -> None:
+    """Context inputs: a string is one hashed indicator, a number its value."""
     for key, value in context.items():
         if isinstance(value, str):
             bucket = zlib.crc32(f"{key}={value}".encode()) % CONTEXT_BUCKETS
@@ -160,7 +195,6 @@ def featurize(
         else:
             name = f"ctx_other_num_{zlib.crc32(key.encode()) % CONTEXT_BUCKETS}"
             x[name] = x.get(name, 0.0) + float(value)
-    return clip(x)
 
 
 @functools.cache

@@ -10,7 +10,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from learnloop.events import Event
-from learnloop.features import STATS_KEY, TOO_LATE, FeatureStore
+from learnloop.features import STATS_KEY, TOO_LATE, FeatureStore, decay_to
 from learnloop.objective import DEFAULT_OBJECTIVES
 from learnloop.settings import load_settings
 
@@ -36,7 +36,8 @@ def apply(store: FeatureStore, events: list[Event], first_offset: int = 0, parti
 
 def feature_hashes(client) -> dict[str, dict[str, float]]:
     keys = [k.decode() for k in client.scan_iter() if k.decode().startswith(FEATURE_PREFIXES)]
-    return {k: {f.decode(): float(v) for f, v in client.hgetall(k).items()} for k in keys}
+    return {k: decay_to({f.decode(): float(v) for f, v in client.hgetall(k).items()}, None)
+            for k in keys}
 
 
 def feature_stats(client) -> dict[bytes, bytes]:
@@ -276,3 +277,20 @@ def test_events_within_the_allowed_lateness_apply(redis_conn):
     result = apply(store, [ev(1, dt=LATENESS_S), ev(2), ev(3, "click", dt=-1e-3)])
     assert [o.offset for o in result.outcomes if o.status == "late"] == [2]  # e2: exactly at
     assert store.read("u1", "i1")["u.impression|3600"] > 1.0  # e1 and e2 both counted
+
+
+def test_forward_decay_rebases_a_hash_far_from_its_base(store, redis_conn):
+    """Past REBASE_HALF_LIVES shortest half-lives the stored fields are rewritten as of a
+    newer base, and the features as of any time still follow the closed form."""
+    day = 86_400.0
+    times = [T0, T0 + 3 * day, T0 + 6 * day]  # 72 shortest half-lives apart: rebases
+    events = [Event(event_id=f"e{n}", ts=t, user_id="u1", type="impression", item_id="i1")
+              for n, t in enumerate(times)]
+    apply(store, events)
+    raw = {k.decode(): float(v) for k, v in redis_conn.hgetall("fu:u1").items()}
+    assert raw["b"] > T0
+    at = times[-1] + 1800.0
+    for hl in (3600, 86_400, 604_800):
+        expected = sum(2 ** (-(at - t) / hl) for t in times)
+        assert decay_to(raw, at)[f"impression|{hl}"] == pytest.approx(expected, rel=1e-12)
+    assert max(abs(v) for k, v in raw.items() if "|" in k and not k.startswith("last")) < 2 ** 61

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from learnloop.events import Event
-from learnloop.features import STATS_KEY, BatchResult, FeatureStore, outbox_key
+from learnloop.features import STATS_KEY, BatchResult, FeatureStore, decay_to, outbox_key
 from learnloop.objective import FeedbackRule, Objective
 from learnloop.settings import load_settings
 from tests.conftest import event, make_settings, read_topic, wait_for
@@ -172,7 +172,8 @@ def test_an_example_carries_its_exposures_snapshot_not_its_own_feedback(part, re
     one_click = 2 ** (-90 / 3600)  # e2's click, as of e3's time; e4 is not in it
     assert floats(x2["features"])["ui.click|3600"] == pytest.approx(one_click, rel=1e-12)
     assert float(x2["features"]["ui.t"]) == T0 + 100
-    now = {k.decode(): float(v) for k, v in redis_conn.hgetall("fui:u1:i1").items()}
+    now = decay_to({k.decode(): float(v) for k, v in redis_conn.hgetall("fui:u1:i1").items()},
+                   None)
     assert now["click|3600"] == pytest.approx(1 + 2 ** (-100 / 3600), rel=1e-12)  # counts e4
 
 
