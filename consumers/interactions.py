@@ -1,6 +1,8 @@
 """The interactions consumer: events in, features in Redis, scores out — exactly-once effects.
 
-The path of one batch of one partition, top to bottom (:meth:`InteractionsConsumer.process`):
+The path of one batch of one partition, top to bottom (:meth:`InteractionsConsumer.process_poll`
+takes every partition of a poll through each step together: one Redis round trip and one
+Kafka flush per step):
 
 1. decode + validate every record; a bad one goes to the dead-letter topic (flushed
    before anything else, so it is never lost);
@@ -22,6 +24,8 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 
 import orjson
 import redis
@@ -35,7 +39,7 @@ from learnloop.connect import consumer_options, kafka_security
 from learnloop.crashpoints import crash_point
 from learnloop.deadletters import dead_letter
 from learnloop.events import Event, EventDecoder, Rejection
-from learnloop.features import FeatureStore
+from learnloop.features import BatchResult, FeatureStore, outbox_key
 from learnloop.featurize import Featurizer
 from learnloop.metrics import InteractionsMetrics, ServingMetrics
 from learnloop.outbox import Outbox
@@ -47,6 +51,13 @@ log = logging.getLogger("learnloop.interactions")
 NAME = "interactions"
 #: How many batches past a seek back are dropped as fetched before it (see ``stale``).
 STALE_TRIES = 3
+#: Every step flushes what it sent, so batches never wait for linger_ms: a long linger
+#: and large batches only spare kafka-python a new batch (and a sender wakeup) per few
+#: messages.
+LINGER_MS = 100
+BATCH_BYTES = 1024 * 1024
+#: Records per Lua call: Redis applies one chunk while Python scores the one before.
+APPLY_CHUNK = 250
 
 
 class InteractionsConsumer:
@@ -72,8 +83,10 @@ class InteractionsConsumer:
         self.sought: dict[TopicPartition, tuple[int, int]] = {}  # last seek: (offset, drops)
         self.newest_event_ts: dict[TopicPartition, float] = {}
         self.consumer = KafkaConsumer(**consumer_options(settings, settings.consumer_group, NAME))
+        self._applier = ThreadPoolExecutor(1, thread_name_prefix="learnloop-apply")
         self.producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=LINGER_MS,
+            batch_size=BATCH_BYTES,
             client_id=f"learnloop-{NAME}", **kafka_security(settings),
         )
 
@@ -107,11 +120,40 @@ class InteractionsConsumer:
         return sum(len(records) for records in batch.values())
 
     def process_poll(self, batch: dict[TopicPartition, list]) -> None:
-        """Process every partition of one poll, then commit the offsets as a lag hint."""
+        """Process every partition of one poll, each step once for all of them, then
+        commit offsets as a lag hint.
+
+        The poll is cut into chunks of ``APPLY_CHUNK`` records; a worker thread applies
+        them to Redis one after the other while this thread scores the chunks already
+        applied, so Redis and Python work at the same time. Every step keeps its order
+        per partition: dead letters flushed before any apply, scores flushed before the
+        scored watermark moves, examples sent before the outbox is trimmed."""
         with self.metrics.batch_seconds.time():
-            for tp, records in batch.items():
-                self.process(tp, records)
-        offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1) for tp, recs in batch.items()}
+            chunks = [chunk for tp, records in batch.items() for chunk in self._decode(tp, records)]
+            if not chunks:
+                return
+            # 1. Dead letters first, flushed: a crash after this re-sends, never loses.
+            if self._send_rejections(chunks):
+                self.producer.flush()
+            # 2. Features and watermarks (one atomic Lua call per chunk), and 3. scores
+            # from the point-in-time snapshots, overlapped.
+            chunks = self._apply_and_score(chunks)
+            crash_point("interactions.applied")
+            # The scores topic first (flushed), then Redis: once the scored watermark
+            # moves, they are never re-sent.
+            self.producer.flush()
+            pipe = self.redis.pipeline(transaction=False)
+            for chunk in chunks:
+                self.score_writer.queue(pipe, chunk.tp.topic, chunk.tp.partition, chunk.scores,
+                                        chunk.records[-1].offset)
+            pipe.execute()
+            crash_point("interactions.scored")
+            # 4. Examples the join made, from the outboxes to the examples topic.
+            self.publish_examples(list(dict.fromkeys(chunk.tp for chunk in chunks)))
+            for chunk in chunks:
+                self._done(chunk)
+        offsets = {chunk.tp: OffsetAndMetadata(chunk.records[-1].offset + 1, "", -1)
+                   for chunk in chunks}
         crash_point("interactions.before_commit")
         try:
             self.consumer.commit(offsets)
@@ -119,94 +161,118 @@ class InteractionsConsumer:
             self.metrics.commit_failures.inc()
             log.warning("offset commit failed (Redis watermark is authoritative): %s", exc)
 
-    def process(self, tp: TopicPartition, records: list) -> None:
-        """Apply one partition's batch: dead letters, features, scores — in that order."""
+    def _decode(self, tp: TopicPartition, records: list) -> list[_Chunk]:
+        """One partition's records, decoded, in chunks (none: fetched before a seek)."""
         if self.stale(tp, records):
-            return
+            return []
         now = time.time()
         known_applied = self.applied.get(tp)
         if known_applied is None:  # not assigned through resume(): ask Redis
             stored = self.features.applied_offset(tp.topic, tp.partition)
             known_applied = self.applied[tp] = -1 if stored is None else stored
-        decoded: list[tuple[object, Event | Rejection]] = [
-            (record, self.decoder.decode(record.value, now)) for record in records
-        ]
+        decode = self.decoder.decode
+        decoded = [(record, decode(record.value, now)) for record in records]
+        return [_Chunk(tp, records[n:n + APPLY_CHUNK], known_applied,
+                       decoded[n:n + APPLY_CHUNK])
+                for n in range(0, len(records), APPLY_CHUNK)]
 
-        # 1. Dead letters first, flushed: a crash after this re-sends, never loses.
-        rejected = [(r, d) for r, d in decoded if isinstance(d, Rejection)]
-        for record, rejection in rejected:
-            if record.offset > known_applied:
-                self.send_dead_letter(record, rejection)
-        if rejected:
-            self.producer.flush()
+    def _send_rejections(self, chunks: list[_Chunk]) -> bool:
+        """Queue the dead letters of records not applied before; True if any was invalid."""
+        any_rejected = False
+        for chunk in chunks:
+            chunk.rejected = [(r, d) for r, d in chunk.decoded if isinstance(d, Rejection)]
+            for record, rejection in chunk.rejected:
+                any_rejected = True
+                if record.offset > chunk.known_applied:
+                    self.send_dead_letter(record, rejection)
+        return any_rejected
 
-        # 2. Features and the watermark, one atomic Lua call.
+    def _apply_and_score(self, chunks: list[_Chunk]) -> list[_Chunk]:
+        """Apply the chunks in order on the worker thread, scoring each here as soon as it
+        is applied. A partition Redis is behind (GAP) seeks back and drops out."""
+        futures = [self._applier.submit(self._apply, chunk) for chunk in chunks]
+        behind: set[TopicPartition] = set()
         try:
-            result = self.features.apply_batch(
-                tp.topic, tp.partition, [(record.offset, d) for record, d in decoded],
-                known_applied,
-            )
-        except redis.ResponseError as exc:
-            if not str(exc).startswith("GAP"):
-                raise
-            log.warning("partition %s: Redis is behind this batch (%s); seeking back",
-                        tp.partition, exc)
-            self.metrics.redis_regressions.inc()
-            self.resume([tp], rewind=True)
-            return
-        crash_point("interactions.applied")
-        previous = result.previous_watermark
-        for record, rejection in rejected:
-            if record.offset > previous:
-                self.metrics.rejected.labels(rejection.reason).inc()
-        fresh = sum(1 for r, d in decoded if isinstance(d, Event) and r.offset > previous)
-        duplicates = sum(1 for o in result.outcomes if o.status == "dup")
-        self.metrics.duplicates.inc(duplicates)
-        self.metrics.replayed.inc(sum(1 for r, _ in decoded if r.offset <= previous))
-        by_offset = {record.offset: (record, d) for record, d in decoded}
+            for chunk, future in zip(chunks, futures, strict=True):
+                try:
+                    future.result()
+                except redis.ResponseError as exc:
+                    if not str(exc).startswith("GAP"):
+                        raise
+                    if chunk.tp not in behind:
+                        log.warning("partition %s: Redis is behind this batch (%s); seeking "
+                                    "back", chunk.tp.partition, exc)
+                        self.metrics.redis_regressions.inc()
+                        behind.add(chunk.tp)
+                    continue
+                if chunk.tp not in behind:
+                    self._score(chunk)
+        finally:
+            wait(futures)
+        if behind:
+            self.resume(sorted(behind, key=lambda tp: tp.partition), rewind=True)
+        return [chunk for chunk in chunks if chunk.tp not in behind]
 
-        # Events too late to apply are dead letters too, flushed with the scores below
-        # (before the scored watermark moves): a replay reports them again, never loses one.
-        # Records at or below the scored watermark had their scores and late dead letters
-        # sent already (a redelivery, or a member that lost the partition): not again.
-        scored = int(self.redis.get(scored_watermark_key(tp.topic, tp.partition)) or -1)
+    def _apply(self, chunk: _Chunk) -> None:
+        """On the worker thread: apply one chunk and read its partition's scored watermark
+        (one round trip)."""
+        items = [(record.offset, d) for record, d in chunk.decoded]
+        pipe = self.redis.pipeline(transaction=False)
+        self.features.queue(pipe, chunk.tp.topic, chunk.tp.partition, items, chunk.known_applied)
+        pipe.get(scored_watermark_key(chunk.tp.topic, chunk.tp.partition))
+        flat, scored = pipe.execute()
+        chunk.result = self.features.parse(flat, items)
+        chunk.scored = int(scored or -1)
+
+    def _score(self, part: _Chunk) -> None:
+        """Count the partition's outcomes; queue its late dead letters and its scores.
+
+        Records at or below the scored watermark had their scores and late dead letters
+        sent already (a redelivery, or a member that lost the partition): not again."""
+        result, scored, metrics = part.result, part.scored, self.metrics
+        previous = result.previous_watermark
+        for record, rejection in part.rejected:
+            if record.offset > previous:
+                metrics.rejected.labels(rejection.reason).inc()
+        fresh = sum(1 for r, d in part.decoded if isinstance(d, Event) and r.offset > previous)
+        duplicates = sum(1 for o in result.outcomes if o.status == "dup")
+        metrics.duplicates.inc(duplicates)
+        metrics.replayed.inc(sum(1 for r, _ in part.decoded if r.offset <= previous))
+        by_offset = {record.offset: (record, d) for record, d in part.decoded}
+        # Too late to apply: dead letters too, flushed with the scores (before the scored
+        # watermark moves), so a replay reports them again and never loses one.
         late = [o for o in result.outcomes if o.rejection is not None]
         for outcome in late:
             if outcome.offset > scored:
                 self.send_dead_letter(by_offset[outcome.offset][0], outcome.rejection)
             if outcome.offset > previous:
-                self.metrics.rejected.labels(outcome.rejection.reason).inc()
-        fresh_late = sum(1 for o in late if o.offset > previous)
-        self.metrics.events.inc(fresh - duplicates - fresh_late)
-
-        # 3. Score exposures from their point-in-time snapshots.
-        scores = []
+                metrics.rejected.labels(outcome.rejection.reason).inc()
+        metrics.events.inc(fresh - duplicates - sum(1 for o in late if o.offset > previous))
+        source = f"{part.tp.topic}/{part.tp.partition}/"
+        send, topic = self.producer.send, self.settings.topic_scores
         for outcome in result.outcomes:
             if outcome.status.startswith("unattributed:"):
                 _, objective, reason = outcome.status.split(":")
-                self.metrics.unattributed.labels(objective, reason).inc()
+                metrics.unattributed.labels(objective, reason).inc()
             if outcome.snapshot is None or outcome.offset <= scored:
                 continue
             record, event = by_offset[outcome.offset]
             x = self.featurize(outcome.snapshot, event.ts, event.context)
             self._observe_feature_age(outcome.snapshot, event.ts)
-            score = self.scorer.score(event, x, f"{tp.topic}/{tp.partition}/{record.offset}")
+            score = self.scorer.score(event, x, f"{source}{record.offset}")
             if not math.isfinite(score.score):
-                self.metrics.nonfinite.labels(score.model).inc()
+                metrics.nonfinite.labels(score.model).inc()
                 continue
-            scores.append((record.offset, score))
-            self.producer.send(
-                self.settings.topic_scores, key=event.user_id.encode(), value=score_message(score)
-            )
-            self.metrics.scores.labels(score.model).inc()
-        # The topic first: once the scored watermark moves, these are never re-sent.
-        self.producer.flush()
-        last = records[-1].offset
-        self.score_writer.write(tp.topic, tp.partition, scores, last)
-        crash_point("interactions.scored")
-        self.publish_examples(tp)
-        self.applied[tp] = max(previous, last)
-        newest = max((d.ts for _, d in decoded if isinstance(d, Event)), default=None)
+            part.scores.append((record.offset, score))
+            send(topic, key=event.user_id.encode(), value=score_message(score))
+        if part.scores:
+            metrics.scores.labels(self.scorer.model.name).inc(len(part.scores))
+
+    def _done(self, part: _Chunk) -> None:
+        """The partition's batch is applied, scored and its examples published."""
+        tp = part.tp
+        self.applied[tp] = max(part.result.previous_watermark, part.records[-1].offset)
+        newest = max((d.ts for _, d in part.decoded if isinstance(d, Event)), default=None)
         if newest is not None:
             self.newest_event_ts[tp] = max(newest, self.newest_event_ts.get(tp, newest))
 
@@ -215,22 +281,36 @@ class InteractionsConsumer:
         self.producer.send(self.settings.topic_dead_letters, key=record.key,
                            value=dead_letter(record, rejection, NAME))
 
-    def publish_examples(self, tp: TopicPartition) -> None:
-        """Move the partition's outbox to the examples topic (same partition number).
+    def publish_examples(self, partitions: list[TopicPartition]) -> None:
+        """Move the partitions' outboxes to the examples topic (same partition number).
 
         A crash between the send and the trim re-sends; the learner drops examples
         whose source (partition, offset, seq) it has already learned.
         """
-        entries = self.outbox.pending(tp.topic, tp.partition)
-        if not entries:
+        pipe = self.redis.pipeline(transaction=False)
+        for tp in partitions:
+            pipe.lrange(outbox_key(tp.topic, tp.partition), 0, -1)
+        pending = [(tp, entries) for tp, entries in zip(partitions, pipe.execute(), strict=True)
+                   if entries]
+        if not pending:
             return
-        for raw in entries:
-            self.producer.send(self.settings.topic_examples, partition=tp.partition, value=raw)
-            label = orjson.loads(raw)["label"]
-            self.metrics.examples.labels("positive" if label == 1 else "negative").inc()
+        send, topic = self.producer.send, self.settings.topic_examples
+        positives = negatives = 0
+        for tp, entries in pending:
+            for raw in entries:
+                send(topic, partition=tp.partition, value=raw)
+                if orjson.loads(raw)["label"] == 1:
+                    positives += 1
+                else:
+                    negatives += 1
+        self.metrics.examples.labels("positive").inc(positives)
+        self.metrics.examples.labels("negative").inc(negatives)
         self.producer.flush()
         crash_point("interactions.examples_sent")
-        self.outbox.trim_through(tp.topic, tp.partition, entries[-1])
+        pipe = self.redis.pipeline(transaction=False)
+        for tp, entries in pending:
+            self.outbox.trim_through(tp.topic, tp.partition, entries[-1], client=pipe)
+        pipe.execute()
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -269,7 +349,7 @@ class InteractionsConsumer:
                 self.seek(tp, int(scored) + 1)
             else:
                 self.consumer.seek_to_beginning(tp)
-            self.publish_examples(tp)
+            self.publish_examples([tp])
             log.info("partition %s resumes after offset %s", tp.partition, scored)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
@@ -332,6 +412,7 @@ class InteractionsConsumer:
         try:
             self.producer.flush(timeout=10)
         finally:
+            self._applier.shutdown()
             self.producer.close(timeout=5)
             self.consumer.close(autocommit=False)
 
@@ -355,3 +436,17 @@ class _ResumeFromRedis(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned):
         self.owner.resume(list(assigned))
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """Up to ``APPLY_CHUNK`` records of one partition in a poll, through the steps."""
+
+    tp: TopicPartition
+    records: list
+    known_applied: int
+    decoded: list[tuple[object, Event | Rejection]]
+    rejected: list = field(default_factory=list)
+    result: BatchResult | None = None
+    scored: int = -1  # the partition's scored watermark before this poll
+    scores: list = field(default_factory=list)

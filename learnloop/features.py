@@ -106,23 +106,34 @@ class FeatureStore:
     ) -> BatchResult:
         """Apply one partition's ``(offset, event or rejection)`` pairs, in offset order,
         atomically with its watermark. Rejections only advance the watermark and count.
-        ``known_applied`` is the watermark the caller saw last: Redis must not be behind it."""
+        ``known_applied`` is the watermark the caller saw last: Redis must not be behind it
+        (else a ``GAP n`` ResponseError: resume after offset n)."""
+        return self.parse(self.queue(self.client, topic, partition, items, known_applied), items)
+
+    def queue(self, client, topic: str, partition: int,
+              items: list[tuple[int, Event | Rejection]], known_applied: int = -1):
+        """The batch script called on ``client`` — a pipeline queues it (several
+        partitions in one round trip); its reply goes to :meth:`parse`."""
         wire = [
             {"o": o, "r": e.reason} if isinstance(e, Rejection) else self._wire(o, e)
             for o, e in items
         ]
         payload = {**self._limits, "events": wire, "partition": partition,
                    "suffix": f"{topic}:{partition}", "known": known_applied}
-        flat = self._apply(
+        return self._apply(
             keys=[watermark_key(topic, partition), STATS_KEY, event_time_key(topic, partition),
                   outbox_key(topic, partition)],
-            args=[orjson.dumps(payload)],
+            args=[orjson.dumps(payload)], client=client,
         )
-        events = dict(items)
-        outcomes = []  # (a "GAP n" ResponseError means: resume after offset n)
+
+    def parse(self, flat: list, items: list[tuple[int, Event | Rejection]]) -> BatchResult:
+        """The batch script's reply, as outcomes per event."""
+        events = None
+        outcomes = []
         for n in range(1, len(flat), 3):
             offset, status, raw = int(flat[n]), flat[n + 1].decode(), flat[n + 2]
             if status == "late":
+                events = events if events is not None else dict(items)
                 rejection = self._too_late(events[offset], float(raw))
                 outcomes.append(Applied(offset, status, None, rejection))
                 continue

@@ -37,7 +37,9 @@ class Outbox:
         """Examples not yet confirmed sent, oldest first."""
         return self.client.lrange(outbox_key(topic, partition), 0, -1)
 
-    def trim_through(self, topic: str, partition: int, last: bytes) -> int:
-        """Drop every example up to and including ``last`` (by its source)."""
+    def trim_through(self, topic: str, partition: int, last: bytes, client=None) -> int:
+        """Drop every example up to and including ``last`` (by its source); on
+        ``client`` — a pipeline queues it — when given."""
         _, offset, seq = orjson.loads(last)["source"]
-        return int(self._trim(keys=[outbox_key(topic, partition)], args=[offset, seq]))
+        return self._trim(keys=[outbox_key(topic, partition)], args=[offset, seq],
+                          client=client or self.client)

@@ -95,9 +95,15 @@ class ScoreWriter:
               last_offset: int) -> None:
         """Store ``scores`` (each with its source offset) and mark ``last_offset`` of the
         partition as scored; scores at or below the scored watermark are not written."""
+        self.queue(self._write.registered_client, topic, partition, scores, last_offset)
+
+    def queue(self, client, topic: str, partition: int, scores: list[tuple[int, Score]],
+              last_offset: int) -> None:
+        """:meth:`write` on ``client`` — a pipeline queues it with other partitions'."""
         payload = {"ttl": self.ttl, "top_k": self.top_k, "last_offset": last_offset,
                    "scores": [self._wire(offset, score) for offset, score in scores]}
-        self._write(keys=[scored_watermark_key(topic, partition)], args=[orjson.dumps(payload)])
+        self._write(keys=[scored_watermark_key(topic, partition)], args=[orjson.dumps(payload)],
+                    client=client)
 
     @staticmethod
     def _wire(offset: int, score: Score) -> dict:
