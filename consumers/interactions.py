@@ -220,7 +220,10 @@ class InteractionsConsumer:
         pipe = self.redis.pipeline(transaction=False)
         self.features.queue(pipe, chunk.tp.topic, chunk.tp.partition, items, chunk.known_applied)
         pipe.get(scored_watermark_key(chunk.tp.topic, chunk.tp.partition))
-        flat, scored = pipe.execute()
+        flat, scored = pipe.execute(raise_on_error=False)  # errors as they came ("GAP n")
+        for reply in (flat, scored):
+            if isinstance(reply, Exception):
+                raise reply
         chunk.result = self.features.parse(flat, items)
         chunk.scored = int(scored or -1)
 

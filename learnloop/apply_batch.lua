@@ -61,12 +61,40 @@ local function half_life_of(field)
   return hl
 end
 
--- Read a feature hash as a Lua table of numbers.
+-- Counters of this call, added to KEYS[2] once at the end.
+local counters = {}
+local function count(field)
+  counters[field] = (counters[field] or 0) + 1
+end
+
+-- Feature hashes read in this call (key → fields as numbers) and the fields each call
+-- changed (key → set of field names): a hash is read once and written once per call,
+-- however many of the call's events touch it.
+local states, dirty = {}, {}
+
+-- A feature hash as a Lua table of numbers.
 local function load(key)
+  local state = states[key]
+  if state then return state end
   local flat = redis.call('HGETALL', key)
-  local state = {}
+  state = {}
   for n = 1, #flat, 2 do state[flat[n]] = tonumber(flat[n + 1]) end
+  states[key] = state
   return state
+end
+
+-- Write every changed field of every hash (numbers: redis.call formats them with
+-- %.17g, exact), and refresh each hash's TTL once.
+local function write_features()
+  for key, fields in pairs(dirty) do
+    local state, flat = states[key], {}
+    for field in pairs(fields) do
+      flat[#flat + 1] = field
+      flat[#flat + 1] = state[field]
+    end
+    redis.call('HSET', key, unpack(flat))
+    redis.call('EXPIRE', key, batch.feature_ttl)
+  end
 end
 
 -- The hash's fields as of time `at` (never earlier than its newest event `t`), without
@@ -110,9 +138,13 @@ local function fields_of(kind)
 end
 
 -- Count ``ev`` into the feature hash ``key`` whose current fields are ``state``;
--- only the fields it changes are written.
+-- only the fields it changes are marked for writing.
 local function apply(key, state, ev)
-  local changed = {}
+  local changed = dirty[key]
+  if not changed then
+    changed = {}
+    dirty[key] = changed
+  end
   local ref = state['t']
   local base = state['b'] or ref or ev.t
   if (ev.t - base) / shortest > REBASE_HALF_LIVES then
@@ -120,42 +152,35 @@ local function apply(key, state, ev)
       local hl = half_life_of(field)
       if hl then
         state[field] = value * math.pow(2, -(ev.t - base) / hl)
-        changed[#changed + 1] = field
+        changed[field] = true
       end
     end
     base = ev.t
   end
   if state['b'] ~= base then
     state['b'] = base
-    changed[#changed + 1] = 'b'
+    changed['b'] = true
   end
   for _, field in ipairs(fields_of(ev.k)) do
     local weight = math.pow(2, (ev.t - base) / field.hl)
     local count = field.count
     state[count] = (state[count] or 0) + weight
-    changed[#changed + 1] = count
+    changed[count] = true
     if ev.v ~= nil then
       local sum = field.sum
       state[sum] = (state[sum] or 0) + weight * ev.v
-      changed[#changed + 1] = sum
+      changed[sum] = true
     end
   end
   if not ref or ev.t > ref then
     state['t'] = ev.t
-    changed[#changed + 1] = 't'
+    changed['t'] = true
   end
   local last = 'last|' .. ev.k
   if state[last] == nil or ev.t > state[last] then
     state[last] = ev.t
-    changed[#changed + 1] = last
+    changed[last] = true
   end
-  local flat = {}
-  for _, field in ipairs(changed) do
-    flat[#flat + 1] = field
-    flat[#flat + 1] = state[field]  -- redis.call formats a number with %.17g: exact
-  end
-  redis.call('HSET', key, unpack(flat))
-  redis.call('EXPIRE', key, batch.feature_ttl)
 end
 
 local function feature_keys(ev)
@@ -171,18 +196,27 @@ end
 local snapshot_names = { u = {}, i = {}, ui = {} }
 
 -- Point-in-time snapshot for an exposure: every feature as of its event time,
--- before the exposure itself is counted (numbers, 14 significant digits).
-local function snapshot(states, at)
+-- before the exposure itself is counted (numbers, 14 significant digits). Names go in
+-- sorted: cjson writes a table in its iteration order, which depends on how the table
+-- was filled — a snapshot must be the same bytes however the batches were cut.
+local function snapshot(current, at)
   local snap = {}
-  for prefix, state in pairs(states) do
-    local names = snapshot_names[prefix]
-    for field, value in pairs(as_of(state, at)) do
-      local name = names[field]
-      if not name then
-        name = prefix .. '.' .. field
-        names[field] = name
+  for _, prefix in ipairs({ 'u', 'i', 'ui' }) do
+    local state = current[prefix]
+    if state then
+      local names = snapshot_names[prefix]
+      local fields = as_of(state, at)
+      local sorted = {}
+      for field in pairs(fields) do sorted[#sorted + 1] = field end
+      table.sort(sorted)
+      for _, field in ipairs(sorted) do
+        local name = names[field]
+        if not name then
+          name = prefix .. '.' .. field
+          names[field] = name
+        end
+        snap[name] = fields[field]
       end
-      snap[name] = value
     end
   end
   if next(snap) == nil then return '{}' end
@@ -208,7 +242,7 @@ local function emit(pending, id, label, label_ts, feedback, objective, source)
   -- the stored snapshot is JSON already: splice it in rather than decode and re-encode
   redis.call('RPUSH', KEYS[4], string.sub(head, 1, -2) .. ',"features":' .. snap .. '}')
   local kind = label == 1 and 'positive' or 'negative'
-  redis.call('HINCRBY', KEYS[2], 'examples:' .. objective .. ':' .. kind, 1)
+  count('examples:' .. objective .. ':' .. kind)
 end
 
 local function resolve(name, id, pending)
@@ -217,12 +251,15 @@ local function resolve(name, id, pending)
   redis.call('ZREM', 'due:' .. name .. ':' .. suffix, id)
 end
 
+-- Per-user pending indexes touched in this call (key → TTL), their TTLs refreshed once.
+local pending_indexes = {}
+
 local function expose(name, objective, ev)
   local pending = { u = ev.u, i = ev.i, t = ev.t, c = ev.c }
   local ttl = batch.snapshot_ttl
   redis.call('SET', 'pend:' .. name .. ':' .. ev.id, cjson.encode(pending), 'EX', ttl)
   redis.call('ZADD', 'pendu:' .. name .. ':' .. ev.u, ev.t, ev.i .. '\t' .. ev.id)
-  redis.call('EXPIRE', 'pendu:' .. name .. ':' .. ev.u, ttl)
+  pending_indexes['pendu:' .. name .. ':' .. ev.u] = ttl
   redis.call('ZADD', 'due:' .. name .. ':' .. suffix, ev.t + objective.window, ev.id)
 end
 
@@ -271,7 +308,7 @@ local function join(ev, out, is_late)
     local name = objective.name
     if ev.x == 1 and contains(objective.exposures, ev.k) then
       if is_late then
-        redis.call('HINCRBY', KEYS[2], 'late_exposures:' .. name, 1)
+        count('late_exposures:' .. name)
       else
         expose(name, objective, ev)
       end
@@ -283,7 +320,7 @@ local function join(ev, out, is_late)
         seq = seq + 1
         resolve(name, id, pending)
       else
-        redis.call('HINCRBY', KEYS[2], 'unattributed:' .. name .. ':' .. why, 1)
+        count('unattributed:' .. name .. ':' .. why)
         out[#out + 1] = ev.o; out[#out + 1] = 'unattributed:' .. name .. ':' .. why
         out[#out + 1] = ''
       end
@@ -343,7 +380,7 @@ local out = { applied }
 local highest = applied
 for _, ev in ipairs(batch.events) do
   if ev.r ~= nil then
-    if ev.o > applied then redis.call('HINCRBY', KEYS[2], 'rejected:' .. ev.r, 1) end
+    if ev.o > applied then count('rejected:' .. ev.r) end
   elseif ev.o <= applied then
     local seen = redis.call('GET', 'seen:' .. ev.id)
     local late_for = was_late(ev, seen)
@@ -355,24 +392,24 @@ for _, ev in ipairs(batch.events) do
     end
   elseif not redis.call('SET', 'seen:' .. ev.id, seen_marker(ev), 'NX', 'EX', batch.dedup_ttl) then
     out[#out + 1] = ev.o; out[#out + 1] = 'dup'; out[#out + 1] = ''
-    redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
+    count('duplicates')
   elseif too_late(ev) then
     out[#out + 1] = ev.o; out[#out + 1] = 'late'; out[#out + 1] = fmt(newest)
-    redis.call('HINCRBY', KEYS[2], 'rejected:too_late', 1)
+    count('rejected:too_late')
   else
     seq = 0
     local keys = feature_keys(ev)
-    local states = {}
-    for prefix, key in pairs(keys) do states[prefix] = load(key) end
-    local is_late = ev.x == 1 and late(ev, states)
-    redis.call('HINCRBY', KEYS[2], 'events', 1)
+    local current = {}
+    for prefix, key in pairs(keys) do current[prefix] = load(key) end
+    local is_late = ev.x == 1 and late(ev, current)
+    count('events')
     if ev.x == 1 then
-      redis.call('HINCRBY', KEYS[2], 'exposures', 1)
-      local snap = snapshot(states, ev.t)
+      count('exposures')
+      local snap = snapshot(current, ev.t)
       redis.call('SET', 'snap:' .. ev.id, snap, 'EX', batch.snapshot_ttl)
       out[#out + 1] = ev.o; out[#out + 1] = 'new'; out[#out + 1] = snap
     end
-    for prefix, key in pairs(keys) do apply(key, states[prefix], ev) end
+    for prefix, key in pairs(keys) do apply(key, current[prefix], ev) end
     join(ev, out, is_late)
     if ev.t > newest then
       newest = ev.t
@@ -381,6 +418,9 @@ for _, ev in ipairs(batch.events) do
   end
   if ev.o > highest then highest = ev.o end
 end
+write_features()
+for key, ttl in pairs(pending_indexes) do redis.call('EXPIRE', key, ttl) end
+for field, n in pairs(counters) do redis.call('HINCRBY', KEYS[2], field, n) end
 if highest > applied then
   redis.call('SET', KEYS[1], highest)
   redis.call('SET', KEYS[3], fmt(newest))

@@ -74,14 +74,14 @@ def test_redelivering_10k_applied_records_changes_nothing(stack, redis_conn, sta
 
 def stall_once(worker: InteractionsConsumer, seconds: float) -> None:
     """Make the next batch of ``worker`` take ``seconds`` (longer than max_poll_interval)."""
-    original = worker.features.apply_batch
+    original = worker.features.queue
 
     def stalled(*args, **kwargs):
-        worker.features.apply_batch = original
+        worker.features.queue = original
         time.sleep(seconds)
         return original(*args, **kwargs)
 
-    worker.features.apply_batch = stalled
+    worker.features.queue = stalled
 
 
 def applied(client: redis.Redis) -> int:
