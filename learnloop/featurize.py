@@ -20,6 +20,7 @@ a model no further than the range's edge. Scorer and learner both build ``x`` wi
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 import zlib
@@ -75,6 +76,7 @@ class Clip:
         self._patterns = [(p, re.compile(translate(p)), float(lo), float(hi))
                           for p, (lo, hi) in self.ranges.items()]
         self._memo: dict[str, tuple[str, float, float] | None] = {}
+        self._fixed: dict[_Layout, list[tuple[str, str, float, float]]] = {}
 
     def range_of(self, name: str) -> tuple[str, float, float] | None:
         """(pattern, lo, hi) of the first pattern ``name`` matches, or None."""
@@ -87,9 +89,26 @@ class Clip:
                 self._memo[name] = found
             return found
 
-    def __call__(self, x: dict[str, float]) -> dict[str, float]:
+    def __call__(self, x: dict[str, float], layout: _Layout | None = None) -> dict[str, float]:
+        """Clip ``x`` in place; with the ``layout`` that built ``x``, its fixed inputs go
+        through a precomputed list of ranges and only the rest (context) is looked up."""
+        start = 0
+        if layout is not None:
+            fixed = self._fixed.get(layout)
+            if fixed is None:
+                fixed = self._fixed[layout] = [(name, *found) for name in layout.template
+                                               if (found := self.range_of(name)) is not None]
+            for name, pattern, lo, hi in fixed:
+                value = x[name]
+                if not lo <= value <= hi:
+                    x[name] = hi if value > hi else lo
+                    if self.on_clip is not None:
+                        self.on_clip(pattern)
+            start = len(layout.template)
+            if start == len(x):
+                return x
         memo = self._memo
-        for name, value in x.items():
+        for name, value in itertools.islice(x.items(), start, None):
             found = memo.get(name, _UNSEEN)
             if found is _UNSEEN:
                 found = self.range_of(name)
@@ -152,7 +171,7 @@ def featurize(
         x[name] = smoothed_ctr(get(clicks, 0.0), get(impressions, 0.0))
     if context:
         _add_context(x, context, _named_keys(context_keys))
-    return clip(x)
+    return clip(x, layout)
 
 
 class _Layout:
