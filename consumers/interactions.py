@@ -72,6 +72,10 @@ class InteractionsConsumer:
         self.decoder = EventDecoder.from_settings(settings)
         self.features = FeatureStore(client, settings)
         self.featurize = Featurizer.from_settings(settings, self.metrics.clipped)
+        self._feature_ages = [  # (the snapshot's last|{type} fields, histogram) per entity
+            (tuple(f"{prefix}.last|{kind}" for kind in settings.event_types),
+             self.metrics.feature_age.labels(entity))
+            for prefix, entity in (("u", "user"), ("i", "item"))]
         self.serving_metrics = ServingMetrics(registry)
         self.champion = ChampionLoader(client, settings, _checkpoints_or_none(settings, client,
                                                                           self.serving_metrics))
@@ -188,44 +192,39 @@ class InteractionsConsumer:
         return any_rejected
 
     def _apply_and_score(self, chunks: list[_Chunk]) -> list[_Chunk]:
-        """Apply the chunks in order on the worker thread, scoring each here as soon as it
-        is applied. A partition Redis is behind (GAP) seeks back and drops out."""
-        futures = [self._applier.submit(self._apply, chunk) for chunk in chunks]
+        """Apply the chunks in order — the worker thread only sends each chunk's Lua call
+        and waits for it — scoring each here as soon as it is applied. A partition Redis
+        is behind (GAP) seeks back and drops out."""
+        futures = []
+        for chunk in chunks:
+            pipe = self.redis.pipeline(transaction=False)
+            self.features.queue(pipe, chunk.tp.topic, chunk.tp.partition, chunk.items(),
+                                chunk.known_applied)
+            pipe.get(scored_watermark_key(chunk.tp.topic, chunk.tp.partition))
+            futures.append(self._applier.submit(pipe.execute, raise_on_error=False))
         behind: set[TopicPartition] = set()
         try:
             for chunk, future in zip(chunks, futures, strict=True):
-                try:
-                    future.result()
-                except redis.ResponseError as exc:
-                    if not str(exc).startswith("GAP"):
-                        raise
+                reply, scored = future.result()  # errors as they came ("GAP n")
+                failed = next((r for r in (reply, scored) if isinstance(r, Exception)), None)
+                if failed is not None:
+                    if not str(failed).startswith("GAP"):
+                        raise failed
                     if chunk.tp not in behind:
                         log.warning("partition %s: Redis is behind this batch (%s); seeking "
-                                    "back", chunk.tp.partition, exc)
+                                    "back", chunk.tp.partition, failed)
                         self.metrics.redis_regressions.inc()
                         behind.add(chunk.tp)
                     continue
                 if chunk.tp not in behind:
+                    chunk.result = self.features.parse(reply, chunk.items())
+                    chunk.scored = int(scored or -1)
                     self._score(chunk)
         finally:
             wait(futures)
         if behind:
             self.resume(sorted(behind, key=lambda tp: tp.partition), rewind=True)
         return [chunk for chunk in chunks if chunk.tp not in behind]
-
-    def _apply(self, chunk: _Chunk) -> None:
-        """On the worker thread: apply one chunk and read its partition's scored watermark
-        (one round trip)."""
-        items = [(record.offset, d) for record, d in chunk.decoded]
-        pipe = self.redis.pipeline(transaction=False)
-        self.features.queue(pipe, chunk.tp.topic, chunk.tp.partition, items, chunk.known_applied)
-        pipe.get(scored_watermark_key(chunk.tp.topic, chunk.tp.partition))
-        flat, scored = pipe.execute(raise_on_error=False)  # errors as they came ("GAP n")
-        for reply in (flat, scored):
-            if isinstance(reply, Exception):
-                raise reply
-        chunk.result = self.features.parse(flat, items)
-        chunk.scored = int(scored or -1)
 
     def _score(self, part: _Chunk) -> None:
         """Count the partition's outcomes; queue its late dead letters and its scores.
@@ -389,10 +388,11 @@ class InteractionsConsumer:
                     pass
 
     def _observe_feature_age(self, snapshot: dict[str, float], ts: float) -> None:
-        for prefix, entity in (("u.last|", "user"), ("i.last|", "item")):
-            newest = max((v for k, v in snapshot.items() if k.startswith(prefix)), default=None)
+        """How old the user's and the item's newest feature was when the exposure came."""
+        for fields, histogram in self._feature_ages:
+            newest = max((snapshot[f] for f in fields if f in snapshot), default=None)
             if newest is not None:
-                self.metrics.feature_age.labels(entity).observe(max(ts - newest, 0.0))
+                histogram.observe(max(ts - newest, 0.0))
 
     def _update_lag(self) -> None:
         now = time.time()
@@ -453,3 +453,7 @@ class _Chunk:
     result: BatchResult | None = None
     scored: int = -1  # the partition's scored watermark before this poll
     scores: list = field(default_factory=list)
+
+    def items(self) -> list[tuple[int, Event | Rejection]]:
+        """(offset, event or rejection) pairs, as the feature store takes them."""
+        return [(record.offset, d) for record, d in self.decoded]

@@ -13,8 +13,9 @@
 --                   v=value or absent, x=1 if exposure, c=context, e=exposure_id or absent},
 --          or {o=offset, r=reason} for a message that went to the dead-letter topic
 --          (it only advances the watermark)
--- Returns  the previous watermark, then a flat array of triples: offset, status,
---          snapshot JSON or "" —
+-- Returns  JSON text: [previous watermark, [[offset, status, payload], ...]] — the
+--          payload is the snapshot (a JSON object) or null, or for "late" a number;
+--          one string, so the caller parses it in one go:
 --          "new" for an exposure applied now, "replay" for an exposure applied by an
 --          earlier run (its stored snapshot), "dup" for a repeated event_id,
 --          "unattributed:{objective}:{reason}" for feedback that joined no exposure,
@@ -293,6 +294,13 @@ local function find_exposure(name, objective, ev, window)
   return nil, nil, why
 end
 
+-- What the caller hears about the events that need a follow-up: JSON array texts
+-- [offset, status, payload]; status is JSON text, payload JSON text or absent (null).
+local outcomes = {}
+local function report(offset, status, payload)
+  outcomes[#outcomes + 1] = '[' .. offset .. ',' .. status .. ',' .. (payload or 'null') .. ']'
+end
+
 -- Examples made by one event are numbered: source = {partition, offset, seq}.
 local seq = 0
 
@@ -303,7 +311,7 @@ local function late(ev, states)
   return ui ~= nil and ui['t'] ~= nil and ev.t < ui['t']
 end
 
-local function join(ev, out, is_late)
+local function join(ev, is_late)
   for _, objective in ipairs(objectives) do
     local name = objective.name
     if ev.x == 1 and contains(objective.exposures, ev.k) then
@@ -321,8 +329,7 @@ local function join(ev, out, is_late)
         resolve(name, id, pending)
       else
         count('unattributed:' .. name .. ':' .. why)
-        out[#out + 1] = ev.o; out[#out + 1] = 'unattributed:' .. name .. ':' .. why
-        out[#out + 1] = ''
+        report(ev.o, cjson.encode('unattributed:' .. name .. ':' .. why))
       end
     end
   end
@@ -376,7 +383,6 @@ if first and (applied >= 0 or batch.known >= 0) and first.o > applied + 1 then
   return redis.error_reply('GAP ' .. applied)
 end
 
-local out = { applied }
 local highest = applied
 for _, ev in ipairs(batch.events) do
   if ev.r ~= nil then
@@ -385,16 +391,16 @@ for _, ev in ipairs(batch.events) do
     local seen = redis.call('GET', 'seen:' .. ev.id)
     local late_for = was_late(ev, seen)
     if late_for then
-      out[#out + 1] = ev.o; out[#out + 1] = 'late'; out[#out + 1] = late_for
+      report(ev.o, '"late"', late_for)
     elseif ev.x == 1 and seen == origin(ev) then
       local stored = redis.call('GET', 'snap:' .. ev.id)
-      out[#out + 1] = ev.o; out[#out + 1] = 'replay'; out[#out + 1] = stored or ''
+      report(ev.o, '"replay"', stored)
     end
   elseif not redis.call('SET', 'seen:' .. ev.id, seen_marker(ev), 'NX', 'EX', batch.dedup_ttl) then
-    out[#out + 1] = ev.o; out[#out + 1] = 'dup'; out[#out + 1] = ''
+    report(ev.o, '"dup"')
     count('duplicates')
   elseif too_late(ev) then
-    out[#out + 1] = ev.o; out[#out + 1] = 'late'; out[#out + 1] = fmt(newest)
+    report(ev.o, '"late"', fmt(newest))
     count('rejected:too_late')
   else
     seq = 0
@@ -407,10 +413,10 @@ for _, ev in ipairs(batch.events) do
       count('exposures')
       local snap = snapshot(current, ev.t)
       redis.call('SET', 'snap:' .. ev.id, snap, 'EX', batch.snapshot_ttl)
-      out[#out + 1] = ev.o; out[#out + 1] = 'new'; out[#out + 1] = snap
+      report(ev.o, '"new"', snap)
     end
     for prefix, key in pairs(keys) do apply(key, current[prefix], ev) end
-    join(ev, out, is_late)
+    join(ev, is_late)
     if ev.t > newest then
       newest = ev.t
       close_windows(ev)
@@ -425,4 +431,4 @@ if highest > applied then
   redis.call('SET', KEYS[1], highest)
   redis.call('SET', KEYS[3], fmt(newest))
 end
-return out
+return '[' .. applied .. ',[' .. table.concat(outcomes, ',') .. ']]'

@@ -17,9 +17,11 @@ so a restart neither forgets a detector's window nor repeats an alert.
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import asdict, dataclass, field
 
-from river import drift, stats, utils
+from river import drift, stats
 
 from learnloop.errors import ConfigError
 
@@ -63,8 +65,28 @@ class _Watch:
 
     detector: object
     mean: stats.Mean = field(default_factory=stats.Mean)
-    recent: utils.Rolling = field(
-        default_factory=lambda: utils.Rolling(stats.Mean, window_size=RECENT))
+    recent: RecentMean = field(default_factory=lambda: RecentMean(RECENT))
+
+
+class RecentMean:
+    """Mean of the last ``size`` values: O(1) to update, summed only when asked (at an
+    alert) — every example feeds one per watched signal, so River's Rolling is too dear.
+
+    >>> recent = RecentMean(2)
+    >>> for v in (1.0, 2.0, 4.0):
+    ...     recent.update(v)
+    >>> recent.get()
+    3.0
+    """
+
+    def __init__(self, size: int) -> None:
+        self.values: deque[float] = deque(maxlen=size)
+
+    def update(self, value: float) -> None:
+        self.values.append(value)
+
+    def get(self) -> float:
+        return math.fsum(self.values) / len(self.values) if self.values else 0.0
 
 
 class DriftMonitor:

@@ -75,7 +75,7 @@ class Applied:
 
     offset: int
     status: str  # "new" | "replay" | "dup" | "late" | "unattributed:…"
-    snapshot: dict[str, float] | None
+    snapshot: dict[str, float] | None  # numbers (an int where the value is whole)
     rejection: Rejection | None = None  # for "late": bound for the dead-letter topic
 
 
@@ -126,20 +126,19 @@ class FeatureStore:
             args=[orjson.dumps(payload)], client=client,
         )
 
-    def parse(self, flat: list, items: list[tuple[int, Event | Rejection]]) -> BatchResult:
-        """The batch script's reply, as outcomes per event."""
+    def parse(self, reply: bytes, items: list[tuple[int, Event | Rejection]]) -> BatchResult:
+        """The batch script's reply (one JSON text), as outcomes per event."""
+        previous, rows = orjson.loads(reply)
         events = None
         outcomes = []
-        for n in range(1, len(flat), 3):
-            offset, status, raw = int(flat[n]), flat[n + 1].decode(), flat[n + 2]
+        for offset, status, payload in rows:
             if status == "late":
                 events = events if events is not None else dict(items)
-                rejection = self._too_late(events[offset], float(raw))
-                outcomes.append(Applied(offset, status, None, rejection))
-                continue
-            snapshot = {k: float(v) for k, v in orjson.loads(raw).items()} if raw else None
-            outcomes.append(Applied(offset, status, snapshot))
-        return BatchResult(int(flat[0]), outcomes)
+                outcomes.append(Applied(offset, status, None,
+                                        self._too_late(events[offset], payload)))
+            else:
+                outcomes.append(Applied(offset, status, payload))
+        return BatchResult(previous, outcomes)
 
     def _too_late(self, event: Event, newest: float) -> Rejection:
         return Rejection(TOO_LATE, f"ts is {newest - event.ts:.0f}s older than the partition's "
