@@ -24,7 +24,7 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import orjson
@@ -88,6 +88,7 @@ class InteractionsConsumer:
         self.newest_event_ts: dict[TopicPartition, float] = {}
         self.consumer = KafkaConsumer(**consumer_options(settings, settings.consumer_group, NAME))
         self._applier = ThreadPoolExecutor(1, thread_name_prefix="learnloop-apply")
+        self._unfinished: list[_Chunk] = []  # applied and scored; tail not done
         self.producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=LINGER_MS,
             batch_size=BATCH_BYTES,
@@ -112,50 +113,61 @@ class InteractionsConsumer:
         )
 
     def poll_once(self) -> int:
-        """One poll, processed; returns the number of records it held."""
+        """One poll, processed; returns the number of records it held. While a poll's
+        tail is unfinished the next poll does not wait: an empty one finishes it."""
         batch = self.consumer.poll(
-            timeout_ms=self.settings.poll_timeout_ms,
+            timeout_ms=0 if self._unfinished else self.settings.poll_timeout_ms,
             max_records=self.settings.max_poll_records,
         )
         if batch:
             self.process_poll(batch)
+        else:
+            self.finish()
         self._update_lag()
         self._reload_champion()
         return sum(len(records) for records in batch.values())
 
     def process_poll(self, batch: dict[TopicPartition, list]) -> None:
-        """Process every partition of one poll, each step once for all of them, then
-        commit offsets as a lag hint.
+        """Apply and score every partition of one poll; its tail (:meth:`finish`) runs
+        when the next poll has been sent to Redis, or at once if the next poll is empty.
 
-        The poll is cut into chunks of ``APPLY_CHUNK`` records; a worker thread applies
-        them to Redis one after the other while this thread scores the chunks already
-        applied, so Redis and Python work at the same time. Every step keeps its order
-        per partition: dead letters flushed before any apply, scores flushed before the
-        scored watermark moves, examples sent before the outbox is trimmed."""
+        The poll is cut into chunks of ``APPLY_CHUNK`` records, each one atomic Lua call
+        that a worker thread sends while this thread scores the chunks already applied
+        and finishes the poll before — so Redis and Python work at the same time. Every
+        step keeps its order per partition: dead letters flushed before the apply, scores
+        flushed before the scored watermark moves, examples sent before the outbox is
+        trimmed; a poll's apply may start before the previous poll's tail is done, which
+        moves nothing the tail relies on (the outbox is trimmed by source)."""
         with self.metrics.batch_seconds.time():
             chunks = [chunk for tp, records in batch.items() for chunk in self._decode(tp, records)]
             if not chunks:
+                self.finish()
                 return
             # 1. Dead letters first, flushed: a crash after this re-sends, never loses.
             if self._send_rejections(chunks):
                 self.producer.flush()
-            # 2. Features and watermarks (one atomic Lua call per chunk), and 3. scores
-            # from the point-in-time snapshots, overlapped.
-            chunks = self._apply_and_score(chunks)
+            # 2. Features and watermarks, one atomic Lua call per chunk, on the worker…
+            futures = self._submit(chunks)
+            # …while this thread finishes the previous poll, then 3. scores this one.
+            self.finish()
+            self._unfinished = self._collect_and_score(chunks, futures)
             crash_point("interactions.applied")
-            # The scores topic first (flushed), then Redis: once the scored watermark
-            # moves, they are never re-sent.
-            self.producer.flush()
-            pipe = self.redis.pipeline(transaction=False)
-            for chunk in chunks:
-                self.score_writer.queue(pipe, chunk.tp.topic, chunk.tp.partition, chunk.scores,
-                                        chunk.records[-1].offset)
-            pipe.execute()
-            crash_point("interactions.scored")
-            # 4. Examples the join made, from the outboxes to the examples topic.
-            self.publish_examples(list(dict.fromkeys(chunk.tp for chunk in chunks)))
-            for chunk in chunks:
-                self._done(chunk)
+
+    def finish(self) -> None:
+        """The tail of the last poll processed: its scores flushed to the topic then
+        written to Redis (once the scored watermark moves they are never re-sent), 4. the
+        examples its join made published, its offsets committed as a lag hint."""
+        chunks, self._unfinished = self._unfinished, []
+        if not chunks:
+            return
+        self.producer.flush()
+        pipe = self.redis.pipeline(transaction=False)
+        for chunk in chunks:
+            self.score_writer.queue(pipe, chunk.tp.topic, chunk.tp.partition, chunk.scores,
+                                    chunk.records[-1].offset)
+        pipe.execute()
+        crash_point("interactions.scored")
+        self.publish_examples(list(dict.fromkeys(chunk.tp for chunk in chunks)))
         offsets = {chunk.tp: OffsetAndMetadata(chunk.records[-1].offset + 1, "", -1)
                    for chunk in chunks}
         crash_point("interactions.before_commit")
@@ -191,10 +203,9 @@ class InteractionsConsumer:
                     self.send_dead_letter(record, rejection)
         return any_rejected
 
-    def _apply_and_score(self, chunks: list[_Chunk]) -> list[_Chunk]:
-        """Apply the chunks in order — the worker thread only sends each chunk's Lua call
-        and waits for it — scoring each here as soon as it is applied. A partition Redis
-        is behind (GAP) seeks back and drops out."""
+    def _submit(self, chunks: list[_Chunk]) -> list[Future]:
+        """Queue each chunk's Lua call (and a read of its scored watermark) on the worker
+        thread, which only sends them in order and waits for the replies."""
         futures = []
         for chunk in chunks:
             pipe = self.redis.pipeline(transaction=False)
@@ -202,6 +213,11 @@ class InteractionsConsumer:
                                 chunk.known_applied)
             pipe.get(scored_watermark_key(chunk.tp.topic, chunk.tp.partition))
             futures.append(self._applier.submit(pipe.execute, raise_on_error=False))
+        return futures
+
+    def _collect_and_score(self, chunks: list[_Chunk], futures: list[Future]) -> list[_Chunk]:
+        """Score each chunk as soon as it is applied. A partition Redis is behind (GAP)
+        seeks back and drops out."""
         behind: set[TopicPartition] = set()
         try:
             for chunk, future in zip(chunks, futures, strict=True):
@@ -220,6 +236,7 @@ class InteractionsConsumer:
                     chunk.result = self.features.parse(reply, chunk.items())
                     chunk.scored = int(scored or -1)
                     self._score(chunk)
+                    self._done(chunk)
         finally:
             wait(futures)
         if behind:
@@ -271,7 +288,7 @@ class InteractionsConsumer:
             metrics.scores.labels(self.scorer.model.name).inc(len(part.scores))
 
     def _done(self, part: _Chunk) -> None:
-        """The partition's batch is applied, scored and its examples published."""
+        """The chunk is applied and scored: remember how far its partition got."""
         tp = part.tp
         self.applied[tp] = max(part.result.previous_watermark, part.records[-1].offset)
         newest = max((d.ts for _, d in part.decoded if isinstance(d, Event)), default=None)
@@ -338,6 +355,7 @@ class InteractionsConsumer:
     def resume(self, partitions: list[TopicPartition], rewind: bool = False) -> None:
         """Seek each partition to just after its Redis scored watermark (when newly
         assigned, or — ``rewind`` — when Redis turned out to be behind a batch)."""
+        self.finish()  # the last poll's tail first: it moves the watermarks read here
         for tp in partitions:
             scored = self.redis.get(scored_watermark_key(tp.topic, tp.partition))
             applied = self.features.applied_offset(tp.topic, tp.partition)
@@ -376,7 +394,9 @@ class InteractionsConsumer:
         return True
 
     def forget(self, partitions: list[TopicPartition]) -> None:
-        """Drop state of partitions this member no longer owns (and their lag gauges)."""
+        """Drop state of partitions this member no longer owns (and their lag gauges),
+        after finishing the last poll's tail while they are still ours."""
+        self.finish()
         for tp in partitions:
             self.applied.pop(tp, None)
             self.sought.pop(tp, None)
@@ -411,8 +431,9 @@ class InteractionsConsumer:
                 self.metrics.lag_seconds.labels(tp.topic, str(tp.partition)).set(now - newest)
 
     def close(self) -> None:
-        """Flush what is pending and leave the consumer group."""
+        """Finish the last poll, flush what is pending and leave the consumer group."""
         try:
+            self.finish()
             self.producer.flush(timeout=10)
         finally:
             self._applier.shutdown()
