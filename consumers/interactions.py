@@ -33,6 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartitio
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
+from redis.exceptions import NoScriptError
 
 from learnloop.checkpoints import CheckpointStore, checkpoint_store
 from learnloop.connect import consumer_options, kafka_security
@@ -82,6 +83,8 @@ class InteractionsConsumer:
         self.scorer = self._scorer()
         self.score_writer = ScoreWriter(client, settings)
         self.outbox = Outbox(client)
+        for script in (self.features.script, self.score_writer.script, self.outbox.script):
+            client.script_load(script.script)  # pipelines call them by SHA
         self.next_reload = time.monotonic() + settings.model_reload_s
         self.applied: dict[TopicPartition, int] = {}
         self.sought: dict[TopicPartition, tuple[int, int]] = {}  # last seek: (offset, drops)
@@ -161,13 +164,18 @@ class InteractionsConsumer:
         if not chunks:
             return
         self.producer.flush()
-        pipe = self.redis.pipeline(transaction=False)
-        for chunk in chunks:
-            self.score_writer.queue(pipe, chunk.tp.topic, chunk.tp.partition, chunk.scores,
-                                    chunk.records[-1].offset)
-        pipe.execute()
+        partitions = list(dict.fromkeys(chunk.tp for chunk in chunks))
+
+        def write_scores_read_outboxes(pipe) -> None:
+            for chunk in chunks:
+                self.score_writer.queue(pipe, chunk.tp.topic, chunk.tp.partition, chunk.scores,
+                                        chunk.records[-1].offset)
+            for tp in partitions:
+                pipe.lrange(outbox_key(tp.topic, tp.partition), 0, -1)
+
+        outboxes = self._run(write_scores_read_outboxes)[len(chunks):]
         crash_point("interactions.scored")
-        self.publish_examples(list(dict.fromkeys(chunk.tp for chunk in chunks)))
+        self._publish_examples(list(zip(partitions, outboxes, strict=True)))
         offsets = {chunk.tp: OffsetAndMetadata(chunk.records[-1].offset + 1, "", -1)
                    for chunk in chunks}
         crash_point("interactions.before_commit")
@@ -176,6 +184,24 @@ class InteractionsConsumer:
         except (CommitFailedError, KafkaError) as exc:
             self.metrics.commit_failures.inc()
             log.warning("offset commit failed (Redis watermark is authoritative): %s", exc)
+
+    def _run(self, build) -> list:
+        """A pipeline that ``build`` fills, executed (one round trip). Scripts are called
+        by SHA: if Redis forgot them (restarted), they are loaded and the pipeline runs
+        again — every step in it is idempotent."""
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            build(pipe)
+            replies = pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                for script in (self.score_writer.script, self.outbox.script):
+                    self.redis.script_load(script.script)
+                continue
+            failed = next((r for r in replies if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+            return replies
+        raise AssertionError("unreachable")
 
     def _decode(self, tp: TopicPartition, records: list) -> list[_Chunk]:
         """One partition's records, decoded, in chunks (none: fetched before a seek)."""
@@ -223,6 +249,9 @@ class InteractionsConsumer:
             for chunk, future in zip(chunks, futures, strict=True):
                 reply, scored = future.result()  # errors as they came ("GAP n")
                 failed = next((r for r in (reply, scored) if isinstance(r, Exception)), None)
+                if isinstance(failed, NoScriptError):  # Redis restarted: it may lag too
+                    self.redis.script_load(self.features.script.script)
+                    failed = redis.ResponseError("GAP (Redis forgot the scripts)")
                 if failed is not None:
                     if not str(failed).startswith("GAP"):
                         raise failed
@@ -301,16 +330,20 @@ class InteractionsConsumer:
                            value=dead_letter(record, rejection, NAME))
 
     def publish_examples(self, partitions: list[TopicPartition]) -> None:
-        """Move the partitions' outboxes to the examples topic (same partition number).
+        """Move the partitions' outboxes to the examples topic (same partition number)."""
+        def read_outboxes(pipe) -> None:
+            for tp in partitions:
+                pipe.lrange(outbox_key(tp.topic, tp.partition), 0, -1)
+
+        self._publish_examples(list(zip(partitions, self._run(read_outboxes), strict=True)))
+
+    def _publish_examples(self, outboxes: list[tuple[TopicPartition, list[bytes]]]) -> None:
+        """Send the examples read from the outboxes, then trim what was sent.
 
         A crash between the send and the trim re-sends; the learner drops examples
         whose source (partition, offset, seq) it has already learned.
         """
-        pipe = self.redis.pipeline(transaction=False)
-        for tp in partitions:
-            pipe.lrange(outbox_key(tp.topic, tp.partition), 0, -1)
-        pending = [(tp, entries) for tp, entries in zip(partitions, pipe.execute(), strict=True)
-                   if entries]
+        pending = [(tp, entries) for tp, entries in outboxes if entries]
         if not pending:
             return
         send, topic = self.producer.send, self.settings.topic_examples
@@ -326,10 +359,12 @@ class InteractionsConsumer:
         self.metrics.examples.labels("negative").inc(negatives)
         self.producer.flush()
         crash_point("interactions.examples_sent")
-        pipe = self.redis.pipeline(transaction=False)
-        for tp, entries in pending:
-            self.outbox.trim_through(tp.topic, tp.partition, entries[-1], client=pipe)
-        pipe.execute()
+
+        def trim(pipe) -> None:
+            for tp, entries in pending:
+                self.outbox.queue_trim(pipe, tp.topic, tp.partition, entries[-1])
+
+        self._run(trim)
 
     # -- bookkeeping ------------------------------------------------------------------
 

@@ -98,7 +98,7 @@ class FeatureStore:
             "lateness": self.lateness,
             "objectives": objectives,
         }
-        self._apply = client.register_script(_SCRIPT)
+        self.script = client.register_script(_SCRIPT)
 
     def apply_batch(
         self, topic: str, partition: int, items: list[tuple[int, Event | Rejection]],
@@ -112,19 +112,20 @@ class FeatureStore:
 
     def queue(self, client, topic: str, partition: int,
               items: list[tuple[int, Event | Rejection]], known_applied: int = -1):
-        """The batch script called on ``client`` — a pipeline queues it (several
-        partitions in one round trip); its reply goes to :meth:`parse`."""
+        """The batch script called on ``client`` — a pipeline queues it by SHA (the
+        caller loads :attr:`script` first, and again on NOSCRIPT); its reply goes to
+        :meth:`parse`."""
         wire = [
             {"o": o, "r": e.reason} if isinstance(e, Rejection) else self._wire(o, e)
             for o, e in items
         ]
         payload = {**self._limits, "events": wire, "partition": partition,
                    "suffix": f"{topic}:{partition}", "known": known_applied}
-        return self._apply(
-            keys=[watermark_key(topic, partition), STATS_KEY, event_time_key(topic, partition),
-                  outbox_key(topic, partition)],
-            args=[orjson.dumps(payload)], client=client,
-        )
+        keys = [watermark_key(topic, partition), STATS_KEY, event_time_key(topic, partition),
+                outbox_key(topic, partition)]
+        if isinstance(client, redis.client.Pipeline):  # by SHA: no SCRIPT EXISTS per pipeline
+            return client.evalsha(self.script.sha, len(keys), *keys, orjson.dumps(payload))
+        return self.script(keys=keys, args=[orjson.dumps(payload)], client=client)
 
     def parse(self, reply: bytes, items: list[tuple[int, Event | Rejection]]) -> BatchResult:
         """The batch script's reply (one JSON text), as outcomes per event."""

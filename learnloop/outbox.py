@@ -31,15 +31,19 @@ class Outbox:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._trim = client.register_script(_TRIM)
+        self.script = client.register_script(_TRIM)
 
     def pending(self, topic: str, partition: int) -> list[bytes]:
         """Examples not yet confirmed sent, oldest first."""
         return self.client.lrange(outbox_key(topic, partition), 0, -1)
 
-    def trim_through(self, topic: str, partition: int, last: bytes, client=None) -> int:
-        """Drop every example up to and including ``last`` (by its source); on
-        ``client`` — a pipeline queues it — when given."""
+    def trim_through(self, topic: str, partition: int, last: bytes) -> int:
+        """Drop every example up to and including ``last`` (by its source)."""
         _, offset, seq = orjson.loads(last)["source"]
-        return self._trim(keys=[outbox_key(topic, partition)], args=[offset, seq],
-                          client=client or self.client)
+        return int(self.script(keys=[outbox_key(topic, partition)], args=[offset, seq]))
+
+    def queue_trim(self, pipe, topic: str, partition: int, last: bytes) -> None:
+        """:meth:`trim_through` queued on a pipeline, by SHA (the caller loads
+        :attr:`script` first, and again on NOSCRIPT)."""
+        _, offset, seq = orjson.loads(last)["source"]
+        pipe.evalsha(self.script.sha, 1, outbox_key(topic, partition), offset, seq)

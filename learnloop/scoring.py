@@ -89,21 +89,19 @@ class ScoreWriter:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.ttl = settings.score_ttl_s
         self.top_k = settings.top_k
-        self._write = client.register_script(_SCRIPT)
-
-    def write(self, topic: str, partition: int, scores: list[tuple[int, Score]],
-              last_offset: int) -> None:
-        """Store ``scores`` (each with its source offset) and mark ``last_offset`` of the
-        partition as scored; scores at or below the scored watermark are not written."""
-        self.queue(self._write.registered_client, topic, partition, scores, last_offset)
+        self.script = client.register_script(_SCRIPT)
 
     def queue(self, client, topic: str, partition: int, scores: list[tuple[int, Score]],
               last_offset: int) -> None:
-        """:meth:`write` on ``client`` — a pipeline queues it with other partitions'."""
+        """Queue on ``client`` (a pipeline) the Lua call that stores ``scores`` (each with
+        its source offset) and marks ``last_offset`` of the partition as scored; scores
+        at or below the scored watermark are not written. The script is called by its
+        SHA (no SCRIPT EXISTS per pipeline): the caller loads :attr:`script` first, and
+        again when Redis answers NOSCRIPT."""
         payload = {"ttl": self.ttl, "top_k": self.top_k, "last_offset": last_offset,
                    "scores": [self._wire(offset, score) for offset, score in scores]}
-        self._write(keys=[scored_watermark_key(topic, partition)], args=[orjson.dumps(payload)],
-                    client=client)
+        client.evalsha(self.script.sha, 1, scored_watermark_key(topic, partition),
+                       orjson.dumps(payload))
 
     @staticmethod
     def _wire(offset: int, score: Score) -> dict:
