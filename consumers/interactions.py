@@ -156,10 +156,12 @@ class InteractionsConsumer:
             self._unfinished = self._collect_and_score(chunks, futures)
             crash_point("interactions.applied")
 
-    def finish(self) -> None:
+    def finish(self, commit: bool = True) -> None:
         """The tail of the last poll processed: its scores flushed to the topic then
         written to Redis (once the scored watermark moves they are never re-sent), 4. the
-        examples its join made published, its offsets committed as a lag hint."""
+        examples its join made published, its offsets committed as a lag hint (not from a
+        rebalance callback: kafka-python runs those on its IO thread, which must not
+        block; the Redis watermarks decide where a partition resumes anyway)."""
         chunks, self._unfinished = self._unfinished, []
         if not chunks:
             return
@@ -179,6 +181,8 @@ class InteractionsConsumer:
         offsets = {chunk.tp: OffsetAndMetadata(chunk.records[-1].offset + 1, "", -1)
                    for chunk in chunks}
         crash_point("interactions.before_commit")
+        if not commit:
+            return
         try:
             self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
@@ -390,7 +394,7 @@ class InteractionsConsumer:
     def resume(self, partitions: list[TopicPartition], rewind: bool = False) -> None:
         """Seek each partition to just after its Redis scored watermark (when newly
         assigned, or — ``rewind`` — when Redis turned out to be behind a batch)."""
-        self.finish()  # the last poll's tail first: it moves the watermarks read here
+        self.finish(commit=False)  # the last poll's tail first: it moves the watermarks
         for tp in partitions:
             scored = self.redis.get(scored_watermark_key(tp.topic, tp.partition))
             applied = self.features.applied_offset(tp.topic, tp.partition)
@@ -431,7 +435,7 @@ class InteractionsConsumer:
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Drop state of partitions this member no longer owns (and their lag gauges),
         after finishing the last poll's tail while they are still ours."""
-        self.finish()
+        self.finish(commit=False)
         for tp in partitions:
             self.applied.pop(tp, None)
             self.sought.pop(tp, None)

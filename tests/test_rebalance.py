@@ -73,15 +73,16 @@ def test_redelivering_10k_applied_records_changes_nothing(stack, redis_conn, sta
 
 
 def stall_once(worker: InteractionsConsumer, seconds: float) -> None:
-    """Make the next batch of ``worker`` take ``seconds`` (longer than max_poll_interval)."""
-    original = worker.features.queue
+    """Make the next batch of ``worker`` take ``seconds`` (longer than max_poll_interval),
+    in its tail: the commit that ends the tail then fails."""
+    original = worker.score_writer.queue
 
     def stalled(*args, **kwargs):
-        worker.features.queue = original
+        worker.score_writer.queue = original
         time.sleep(seconds)
         return original(*args, **kwargs)
 
-    worker.features.queue = stalled
+    worker.score_writer.queue = stalled
 
 
 def applied(client: redis.Redis) -> int:

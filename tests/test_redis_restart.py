@@ -91,8 +91,9 @@ def test_a_redis_restart_mid_stream_loses_and_doubles_nothing(stack, own_redis, 
     stats = {k.decode(): int(v) for k, v in client.hgetall("stats:interactions").items()}
     assert stats["events"] == stats["exposures"] == N
     assert stats.get("duplicates", 0) == 0
-    scores = list(client.scan_iter(match=f"score:{settings.champion}:*"))
-    assert len(scores) == len({(n % 7, n % 5) for n in range(N)})
+    pairs = len({(n % 7, n % 5) for n in range(N)})  # scores land just after the features
+    wait_for(lambda: len(list(client.scan_iter(match=f"score:{settings.champion}:*"))) == pairs,
+             30, f"a score for each of the {pairs} user-item pairs")
     assert running.error is None and running.thread.is_alive()
 
     # the oracle: the same events, undisturbed, into another database of the same server
