@@ -6,6 +6,7 @@
 -- KEYS[2]  counters hash (events, exposures, duplicates, rejected:{reason}, examples:…)
 -- KEYS[3]  the partition's newest event time (drives the event-time watermark)
 -- KEYS[4]  the partition's example outbox (a list the consumer drains to Kafka)
+-- KEYS[5]  the partition's scored watermark (last offset whose scores are written)
 -- ARGV[1]  JSON: {half_lives, feature_ttl, snapshot_ttl, dedup_ttl, lateness, partition, suffix, known,
 --          objectives: [{name, exposures, feedback: {type: [label, window_s]}, negative,
 --          lateness, window}], events: [...]}
@@ -31,6 +32,11 @@
 -- watermark (newest event time - lateness) passes its window end: a negative example.
 -- Examples go to the outbox in the same atomic step, so none is lost or made twice.
 --
+-- An exposure's snapshot (snap:{id}) is kept while it may still be needed: for an
+-- example (pending in some objective) or to score it again after a crash (not yet
+-- scored). Whichever comes last drops it: the resolution here if the scored watermark
+-- has passed the exposure's offset, else write_scores.lua when it finds it resolved.
+--
 -- Decay is by event time and order-independent (forward decay): every decayed field of
 -- a hash is held as of the hash's base time `b`, so an event at time t adds
 -- weight * 2^((t - b) / half_life) and writes only the fields it changes. `t` is the
@@ -42,6 +48,7 @@
 local batch = cjson.decode(ARGV[1])
 local half_lives = batch.half_lives
 local applied = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local scored = tonumber(redis.call('GET', KEYS[5]) or '-1')
 
 local function fmt(x) return string.format('%.17g', x) end
 
@@ -246,17 +253,30 @@ local function emit(pending, id, label, label_ts, feedback, objective, source)
   count('examples:' .. objective .. ':' .. kind)
 end
 
+-- Whether exposure `id` still waits for a label in any objective.
+local function still_pending(id)
+  for _, objective in ipairs(objectives) do
+    if redis.call('EXISTS', 'pend:' .. objective.name .. ':' .. id) == 1 then return true end
+  end
+  return false
+end
+
 local function resolve(name, id, pending)
   redis.call('DEL', 'pend:' .. name .. ':' .. id)
   redis.call('ZREM', 'pendu:' .. name .. ':' .. pending.u, pending.i .. '\t' .. id)
   redis.call('ZREM', 'due:' .. name .. ':' .. suffix, id)
+  -- scored already (this partition's exposure, at or below its scored watermark)?
+  if pending.p == batch.partition and pending.o ~= nil and pending.o <= scored
+     and not still_pending(id) then
+    redis.call('DEL', 'snap:' .. id)
+  end
 end
 
 -- Per-user pending indexes touched in this call (key → TTL), their TTLs refreshed once.
 local pending_indexes = {}
 
 local function expose(name, objective, ev)
-  local pending = { u = ev.u, i = ev.i, t = ev.t, c = ev.c }
+  local pending = { u = ev.u, i = ev.i, t = ev.t, c = ev.c, o = ev.o, p = batch.partition }
   local ttl = batch.snapshot_ttl
   redis.call('SET', 'pend:' .. name .. ':' .. ev.id, cjson.encode(pending), 'EX', ttl)
   redis.call('ZADD', 'pendu:' .. name .. ':' .. ev.u, ev.t, ev.i .. '\t' .. ev.id)

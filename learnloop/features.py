@@ -10,7 +10,8 @@ Key layout (every feature key has a TTL; watermark keys never expire):
   ``{type}|sum|{half_life_s}`` a decayed sum of ``value``, both held as of the base time
   ``b`` (forward decay: an event writes only the fields it changes; :func:`decay_to`
   gives them as of any later time); ``last|{type}`` the newest event time of that type.
-- ``snap:{event_id}`` — JSON point-in-time snapshot of an exposure's features.
+- ``snap:{event_id}`` — JSON point-in-time snapshot of an exposure's features, kept
+  until the exposure is both scored and resolved in every objective (or its TTL).
 - ``seen:{event_id}`` — de-duplication marker (the event's origin; for an event too late
   to apply, also the newest event time it was late for), with a TTL.
 - ``wm:features:{topic}:{partition}`` — last applied offset.
@@ -54,6 +55,11 @@ def watermark_key(topic: str, partition: int) -> str:
 def outbox_key(topic: str, partition: int) -> str:
     """Examples made from ``topic``/``partition`` and not yet published."""
     return f"outbox:{topic}:{partition}"
+
+
+def scored_watermark_key(topic: str, partition: int) -> str:
+    """Last offset of ``topic``/``partition`` whose scores are written."""
+    return f"wm:scores:{topic}:{partition}"
 
 
 def event_time_key(topic: str, partition: int) -> str:
@@ -122,7 +128,7 @@ class FeatureStore:
         payload = {**self._limits, "events": wire, "partition": partition,
                    "suffix": f"{topic}:{partition}", "known": known_applied}
         keys = [watermark_key(topic, partition), STATS_KEY, event_time_key(topic, partition),
-                outbox_key(topic, partition)]
+                outbox_key(topic, partition), scored_watermark_key(topic, partition)]
         if isinstance(client, redis.client.Pipeline):  # by SHA: no SCRIPT EXISTS per pipeline
             return client.evalsha(self.script.sha, len(keys), *keys, orjson.dumps(payload))
         return self.script(keys=keys, args=[orjson.dumps(payload)], client=client)

@@ -24,6 +24,7 @@ import orjson
 import redis
 
 from learnloop.events import Event
+from learnloop.features import scored_watermark_key
 from learnloop.settings import Settings
 from models.base import Features, OnlineModel
 
@@ -38,11 +39,6 @@ def score_key(model: str, user: str, item: str | None) -> str:
 def top_key(model: str, user: str) -> str:
     """Redis key of the sorted set of ``user``'s best-scored items by ``model``."""
     return f"top:{model}:{user}"
-
-
-def scored_watermark_key(topic: str, partition: int) -> str:
-    """Last offset of ``topic``/``partition`` whose scores are written."""
-    return f"wm:scores:{topic}:{partition}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +85,7 @@ class ScoreWriter:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.ttl = settings.score_ttl_s
         self.top_k = settings.top_k
+        self.pending = [f"pend:{name}:" for name in settings.objectives]
         self.script = client.register_script(_SCRIPT)
 
     def queue(self, client, topic: str, partition: int, scores: list[tuple[int, Score]],
@@ -99,6 +96,7 @@ class ScoreWriter:
         SHA (no SCRIPT EXISTS per pipeline): the caller loads :attr:`script` first, and
         again when Redis answers NOSCRIPT."""
         payload = {"ttl": self.ttl, "top_k": self.top_k, "last_offset": last_offset,
+                   "pending": self.pending,
                    "scores": [self._wire(offset, score) for offset, score in scores]}
         client.evalsha(self.script.sha, 1, scored_watermark_key(topic, partition),
                        orjson.dumps(payload))
@@ -106,7 +104,8 @@ class ScoreWriter:
     @staticmethod
     def _wire(offset: int, score: Score) -> dict:
         return {
-            "offset": offset, "key": score_key(score.model, score.user_id, score.item_id),
+            "offset": offset, "id": score.event_id,
+            "key": score_key(score.model, score.user_id, score.item_id),
             "top": top_key(score.model, score.user_id) if score.item_id else "",
             "item": score.item_id or "", "score": repr(score.score),
             "fields": [

@@ -10,6 +10,7 @@ import pytest
 from learnloop.events import Event
 from learnloop.features import STATS_KEY, BatchResult, FeatureStore, decay_to, outbox_key
 from learnloop.objective import FeedbackRule, Objective
+from learnloop.scoring import Score, ScoreWriter
 from learnloop.settings import load_settings
 from tests.conftest import event, make_settings, read_topic, wait_for
 
@@ -259,7 +260,61 @@ def test_every_example_of_a_partition_has_a_distinct_increasing_source(redis_con
     assert sources == sorted(set(sources)), sources  # the learner skips any not increasing
 
 
-# -- 7. end to end -------------------------------------------------------------------------
+# -- 7. how long a snapshot is kept --------------------------------------------------------
+
+def write_scores(part: Partition, *offsets_and_ids: tuple[int, str], last_offset: int,
+                 objectives: dict[str, Objective] = OBJECTIVES) -> None:
+    """What the consumer does after scoring: the scores of those exposures, and the
+    partition's scored watermark, in one call of the score script."""
+    writer = ScoreWriter(part.store.client, load_settings(objectives=objectives))
+    scores = [(offset, Score("m", "1", "u1", "i1", 0.5, event_id, T0, "model", [], T0))
+              for offset, event_id in offsets_and_ids]
+    pipe = part.store.client.pipeline(transaction=False)
+    pipe.script_load(writer.script.script)
+    writer.queue(pipe, TOPIC, part.number, scores, last_offset)
+    pipe.execute()
+
+
+def snapshots(client) -> set[str]:
+    return {k.decode() for k in client.scan_iter("snap:*")}
+
+
+def test_a_snapshot_is_dropped_once_its_exposure_is_scored_and_resolved_either_order(
+    part, redis_conn
+):
+    part.apply(ev(1), ev(2, item="i2"))  # offsets 0, 1
+    write_scores(part, (0, "e1"), (1, "e2"), last_offset=1)
+    assert snapshots(redis_conn) == {"snap:e1", "snap:e2"}, "pending: the examples need them"
+    part.apply(ev(3, "click", dt=5))  # resolves e1, scored already
+    assert snapshots(redis_conn) == {"snap:e2"}
+
+    part.apply(ev(4, dt=10, item="i3"), ev(5, "click", dt=11, item="i3"))  # offsets 3, 4
+    assert snapshots(redis_conn) == {"snap:e2", "snap:e4"}, "resolved, not scored: kept"
+    replay = part.store.apply_batch(TOPIC, 0, [(3, ev(4, dt=10, item="i3"))])
+    assert replay.outcomes[0].status == "replay" and replay.outcomes[0].snapshot is not None
+    write_scores(part, (3, "e4"), last_offset=4)
+    assert snapshots(redis_conn) == {"snap:e2"}
+
+    part.apply(tick(6, CLOSE_S + 1))  # e2's window closes: its negative example
+    assert [x["exposure_id"] for x in part.outbox()] == ["e1", "e4", "e2"]
+    assert snapshots(redis_conn) == set()
+
+
+def test_a_snapshot_is_kept_while_another_objective_still_waits_for_its_label(redis_conn):
+    quick = Objective(feedback={"click": FeedbackRule(window_s=30)}, allowed_lateness_s=0)
+    objectives = {"ctr": CTR, "quick": quick}
+    part = Partition(make_store(redis_conn, objectives))
+    part.apply(ev(1))
+    write_scores(part, (0, "e1"), last_offset=0, objectives=objectives)
+    part.apply(tick(2, 31))  # "quick" closes e1's window; "ctr" still waits
+    assert snapshots(redis_conn) == {"snap:e1"}
+    part.apply(ev(3, "purchase", dt=40))
+    assert snapshots(redis_conn) == set()
+    assert sorted((x["objective"], x["label"]) for x in part.outbox()) == [
+        ("ctr", 1), ("quick", 0)]
+
+
+# -- 8. end to end -------------------------------------------------------------------------
 
 def test_examples_reach_the_examples_topic_in_their_source_partition(
     stack, redis_conn, producer, start_consumer
