@@ -165,9 +165,9 @@ class Learner:
         if alerts is not None:
             for alert in alerts:
                 self.alerts.publish(alert)
-            self.metrics.label_delay.labels(
+            self.metrics.label_delay_by[
                 example["objective"], "positive" if example["label"] == 1 else "negative",
-            ).observe(label_ts - float(example["exposure_ts"]))
+            ].observe(label_ts - float(example["exposure_ts"]))
         self.since_checkpoint += 1
         self.last_example_at = time.time()
         self.newest_label_ts = max(label_ts, self.newest_label_ts or label_ts)
@@ -263,7 +263,7 @@ def learn_example(state: LearnerState, featurize: Featurizer, example: dict, whe
             if challenger["parent"] == name and not challenger["done"]:
                 challenger["parent_score"].update(y, p)
         model.learn_one(x, y)
-        metrics.learned.labels(name).inc()
+        metrics.learned_by[name].inc()
         alerts += drift.observe_loss(name, log_loss(y, p), label_ts, where)
     return alerts
 

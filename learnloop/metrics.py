@@ -110,6 +110,29 @@ class InteractionsMetrics:
         self.nonfinite = nonfinite_predictions(registry)
 
 
+class LabelCache(dict):
+    """A labelled metric's children by label values (a tuple, or one value), each looked
+    up once: ``labels()`` takes a lock and checks its arguments, too dear per example.
+
+    >>> registry = CollectorRegistry()
+    >>> seen = LabelCache(Counter("seen", "Seen.", ["model", "label"], registry=registry))
+    >>> seen["logreg", "positive"].inc(); seen["logreg", "positive"].inc(2)
+    >>> registry.get_sample_value("seen_total", {"model": "logreg", "label": "positive"})
+    3.0
+    >>> seen["logreg", "positive"] is seen.metric.labels("logreg", "positive")
+    True
+    """
+
+    def __init__(self, metric) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, key):
+        child = self[key] = self.metric.labels(*key) if isinstance(key, tuple) \
+            else self.metric.labels(key)
+        return child
+
+
 class LearnerMetrics:
     """Metrics of the learner: progressive quality per model, label delay, staleness."""
 
@@ -135,6 +158,8 @@ class LearnerMetrics:
             ["objective", "label"], registry=registry,
             buckets=(1, 5, 15, 30, 60, 300, 900, 1800, 3600, 21600, 86400, 604800),
         )
+        self.learned_by = LabelCache(self.learned)  # [model]
+        self.label_delay_by = LabelCache(self.label_delay)  # [(objective, label)]
         self.staleness = Gauge(
             "learnloop_learner_staleness_seconds", "Seconds since the last example was learned.",
             registry=registry,
