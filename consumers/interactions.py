@@ -91,7 +91,9 @@ class InteractionsConsumer:
         self.newest_event_ts: dict[TopicPartition, float] = {}
         self.consumer = KafkaConsumer(**consumer_options(settings, settings.consumer_group, NAME))
         self._applier = ThreadPoolExecutor(1, thread_name_prefix="learnloop-apply")
-        self._unfinished: list[_Chunk] = []  # applied and scored; tail not done
+        self._tailer = ThreadPoolExecutor(1, thread_name_prefix="learnloop-tail")
+        self._unfinished: list[_Chunk] = []  # applied and scored; tail not started
+        self._tail: _Tail | None = None  # a poll's tail on the tail thread
         self.producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=LINGER_MS,
             batch_size=BATCH_BYTES,
@@ -119,7 +121,7 @@ class InteractionsConsumer:
         """One poll, processed; returns the number of records it held. While a poll's
         tail is unfinished the next poll does not wait: an empty one finishes it."""
         batch = self.consumer.poll(
-            timeout_ms=0 if self._unfinished else self.settings.poll_timeout_ms,
+            timeout_ms=0 if self._unfinished or self._tail else self.settings.poll_timeout_ms,
             max_records=self.settings.max_poll_records,
         )
         if batch:
@@ -151,20 +153,47 @@ class InteractionsConsumer:
                 self.producer.flush()
             # 2. Features and watermarks, one atomic Lua call per chunk, on the worker…
             futures = self._submit(chunks)
-            # …while this thread finishes the previous poll, then 3. scores this one.
-            self.finish()
+            # …while the tail thread finishes the previous poll and 3. this one scores.
+            self._start_tail()
             self._unfinished = self._collect_and_score(chunks, futures)
             crash_point("interactions.applied")
 
     def finish(self, commit: bool = True) -> None:
-        """The tail of the last poll processed: its scores flushed to the topic then
-        written to Redis (once the scored watermark moves they are never re-sent), 4. the
-        examples its join made published, its offsets committed as a lag hint (not from a
-        rebalance callback: kafka-python runs those on its IO thread, which must not
-        block; the Redis watermarks decide where a partition resumes anyway)."""
+        """Finish every poll processed, here and now: the tail in flight, then the last
+        poll's (see :meth:`_finish_tail`); offsets committed unless ``commit`` is False
+        (a rebalance callback: kafka-python runs those inside ``poll``, where a commit
+        would re-enter the coordinator; the Redis watermarks decide where a partition
+        resumes anyway)."""
+        offsets = self._end_tail()
         chunks, self._unfinished = self._unfinished, []
-        if not chunks:
-            return
+        if chunks:
+            self._finish_tail(chunks)
+            offsets |= _offsets(chunks)
+        if commit and offsets:
+            self._commit(offsets)
+
+    def _start_tail(self) -> None:
+        """Hand the last poll's tail to the tail thread, once the one before is done and
+        committed: at most one tail is in flight, so tails keep their order."""
+        offsets = self._end_tail()
+        if offsets:
+            self._commit(offsets)
+        chunks, self._unfinished = self._unfinished, []
+        if chunks:
+            self._tail = _Tail(self._tailer.submit(self._finish_tail, chunks), _offsets(chunks))
+
+    def _end_tail(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Wait for the tail in flight (its error is raised here); its offsets to commit."""
+        tail, self._tail = self._tail, None
+        if tail is None:
+            return {}
+        tail.future.result()
+        return tail.offsets
+
+    def _finish_tail(self, chunks: list[_Chunk]) -> None:
+        """A poll's tail: its scores flushed to the topic then written to Redis (once the
+        scored watermark moves they are never re-sent), 4. the examples its join made
+        published. Runs on the tail thread, or on the main thread from :meth:`finish`."""
         self.producer.flush()
         partitions = list(dict.fromkeys(chunk.tp for chunk in chunks))
 
@@ -178,11 +207,10 @@ class InteractionsConsumer:
         outboxes = self._run(write_scores_read_outboxes)[len(chunks):]
         crash_point("interactions.scored")
         self._publish_examples(list(zip(partitions, outboxes, strict=True)))
-        offsets = {chunk.tp: OffsetAndMetadata(chunk.records[-1].offset + 1, "", -1)
-                   for chunk in chunks}
         crash_point("interactions.before_commit")
-        if not commit:
-            return
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Advance Kafka's committed offsets: a lag hint, so a failure is only counted."""
         try:
             self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
@@ -476,6 +504,7 @@ class InteractionsConsumer:
             self.producer.flush(timeout=10)
         finally:
             self._applier.shutdown()
+            self._tailer.shutdown()
             self.producer.close(timeout=5)
             self.consumer.close(autocommit=False)
 
@@ -499,6 +528,20 @@ class _ResumeFromRedis(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned):
         self.owner.resume(list(assigned))
+
+
+def _offsets(chunks: list[_Chunk]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The offsets to commit once ``chunks`` are finished: each partition's next record."""
+    return {chunk.tp: OffsetAndMetadata(chunk.records[-1].offset + 1, "", -1)
+            for chunk in chunks}
+
+
+@dataclass(slots=True)
+class _Tail:
+    """A poll's tail in flight on the tail thread, and the offsets it lets us commit."""
+
+    future: Future
+    offsets: dict[TopicPartition, OffsetAndMetadata]
 
 
 @dataclass(slots=True)
