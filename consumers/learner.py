@@ -258,20 +258,14 @@ def learn_example(state: LearnerState, featurize: Featurizer, example: dict, whe
             metrics.nonfinite.labels(name).inc()
             log.error("%s predicted %r: skipped (reset the model)", name, p)
             continue
-        state.scores[name].update(y, p)
+        loss = state.scores[name].update(y, p)
         for challenger in state.challengers.values():
             if challenger["parent"] == name and not challenger["done"]:
                 challenger["parent_score"].update(y, p)
         model.learn_one(x, y)
         metrics.learned_by[name].inc()
-        alerts += drift.observe_loss(name, log_loss(y, p), label_ts, where)
+        alerts += drift.observe_loss(name, loss, label_ts, where)
     return alerts
-
-
-def log_loss(y: bool, p: float) -> float:
-    """The per-example loss the concept-drift detectors watch (clipped like River's)."""
-    p = min(max(p, 1e-15), 1 - 1e-15)
-    return -math.log(p if y else 1.0 - p)
 
 
 class _Resume(ConsumerRebalanceListener):

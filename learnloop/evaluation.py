@@ -1,15 +1,16 @@
 """Progressive validation: every model predicts each example before learning from it.
 
 Per model, cumulative and over the most recent ``window`` examples: log loss, ROC AUC,
-accuracy and positive rate. Log loss and accuracy are River's own metrics, so they equal
-``river.evaluate.progressive_val_score`` on the same (x, y) sequence. The cumulative ROC
+accuracy and positive rate. Log loss and accuracy are computed as River's own metrics do
+(from running sums), so they equal ``river.evaluate.progressive_val_score`` on the same
+(x, y) sequence. The cumulative ROC
 AUC is :class:`BinnedROCAUC` (River's ``ROCAUC`` uses 10 thresholds, which cannot tell
 apart the low probabilities of click prediction); the recent one is River's exact
 ``RollingROCAUC``.
 
 >>> score = ProgressiveScore(window=3)
 >>> for y, p in [(True, 0.9), (False, 0.2), (True, 0.6), (False, 0.7)]:
-...     score.update(y, p)
+...     loss = score.update(y, p)
 >>> score.examples, round(score.report()["accuracy"], 3), score.report()["positive_rate"]
 (4, 0.75, 0.5)
 >>> round(score.report()["recent_accuracy"], 3)
@@ -19,10 +20,15 @@ apart the low probabilities of click prediction); the recent one is River's exac
 from __future__ import annotations
 
 import math
+from collections import deque
 
-from river import metrics, stats, utils
+from river import metrics
 
-_PAIRS = (("logloss", metrics.LogLoss), ("accuracy", metrics.Accuracy))
+
+def log_loss(y: bool, p: float) -> float:
+    """One prediction's log loss, ``p`` clamped like River's ``LogLoss``."""
+    p = min(max(p, 1e-15), 1 - 1e-15)
+    return -math.log(p if y else 1.0 - p)
 
 
 class BinnedROCAUC:
@@ -63,41 +69,83 @@ class BinnedROCAUC:
 
 
 class ProgressiveScore:
-    """Cumulative and recent-window metrics of one model's predictions."""
+    """Cumulative and recent-window metrics of one model's predictions.
+
+    O(1) per update, no River metric objects on the hot path (the learner updates one per
+    model per example): sums for the cumulative figures; the window's per-example values
+    in deques, summed only when a report is asked for (once per checkpoint). The figures
+    equal River's ``LogLoss``, ``Accuracy`` and ``stats.Mean`` on the same sequence."""
 
     def __init__(self, window: int) -> None:
         self.window = window
         self.examples = 0
-        self.cumulative = {name: make() for name, make in _PAIRS}
-        self.recent = {name: utils.Rolling(make, window_size=window) for name, make in _PAIRS}
+        self.loss_sum = 0.0
+        self.correct = 0
+        self.positives = 0
+        self.recent_losses: deque[float] = deque(maxlen=window)
+        self.recent_correct: deque[bool] = deque(maxlen=window)
+        self.recent_labels: deque[bool] = deque(maxlen=window)
         self.auc = BinnedROCAUC()
         self.recent_auc = metrics.RollingROCAUC(window_size=window)
-        self.positive_rate = stats.Mean()
-        self.recent_positive_rate = utils.Rolling(stats.Mean, window_size=window)
 
-    def update(self, y: bool, p: float) -> None:
-        """Account for one prediction ``p`` = P(y is True) made before learning ``y``."""
-        proba = {False: 1.0 - p, True: p}
-        predicted = max(proba, key=proba.get)  # River's tie-break: False on 0.5
+    def update(self, y: bool, p: float) -> float:
+        """Account for one prediction ``p`` = P(y is True) made before learning ``y``;
+        returns its log loss."""
+        loss = log_loss(y, p)
+        correct = (p > 1.0 - p) == y  # River's tie-break: False on 0.5
         self.examples += 1
-        for name, metric in (*self.cumulative.items(), *self.recent.items()):
-            metric.update(y, proba if name == "logloss" else predicted)
+        self.loss_sum += loss
+        self.correct += correct
+        self.positives += y
+        self.recent_losses.append(loss)
+        self.recent_correct.append(correct)
+        self.recent_labels.append(y)
         self.auc.update(y, p)
-        self.recent_auc.update(y, proba)
-        self.positive_rate.update(float(y))
-        self.recent_positive_rate.update(float(y))
+        self.recent_auc.update(y, {False: 1.0 - p, True: p})
+        return loss
+
+    def recent_logloss(self) -> float:
+        """Mean log loss over the window."""
+        recent = len(self.recent_losses)
+        return math.fsum(self.recent_losses) / recent if recent else 0.0
 
     def report(self) -> dict[str, float]:
         """Every figure by name (``recent_*`` for the window)."""
-        out: dict[str, float] = {"examples": self.examples}
-        for name, metric in self.cumulative.items():
-            out[name] = metric.get()
-            out[f"recent_{name}"] = self.recent[name].get()
-        out["roc_auc"] = self.auc.get()
-        out["recent_roc_auc"] = self.recent_auc.get()
-        out["positive_rate"] = self.positive_rate.get()
-        out["recent_positive_rate"] = self.recent_positive_rate.get()
-        return out
+        n, recent = self.examples, len(self.recent_losses)
+        return {
+            "examples": n,
+            "logloss": self.loss_sum / n if n else 0.0,
+            "recent_logloss": self.recent_logloss(),
+            "accuracy": self.correct / n if n else 0.0,
+            "recent_accuracy": sum(self.recent_correct) / recent if recent else 0.0,
+            "roc_auc": self.auc.get(),
+            "recent_roc_auc": self.recent_auc.get(),
+            "positive_rate": self.positives / n if n else 0.0,
+            "recent_positive_rate": sum(self.recent_labels) / recent if recent else 0.0,
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle, also a checkpoint written before these sums (River metric objects)."""
+        if "cumulative" in state:
+            state = _from_river_metrics(state)
+        self.__dict__.update(state)
+
+
+def _from_river_metrics(old: dict) -> dict:
+    """An older checkpoint's ProgressiveScore state (River metrics) as this one's."""
+    window, n = old["window"], old["examples"]
+    fresh = ProgressiveScore(window)
+    fresh.examples = n
+    fresh.loss_sum = old["cumulative"]["logloss"].get() * n
+    fresh.correct = round(old["cumulative"]["accuracy"].get() * n)
+    fresh.positives = round(old["positive_rate"].get() * n)
+    for (y, proba), _ in old["recent"]["logloss"].window:
+        fresh.recent_losses.append(log_loss(y, proba[True]))
+        fresh.recent_labels.append(y)
+    for (y, predicted), _ in old["recent"]["accuracy"].window:
+        fresh.recent_correct.append(predicted == y)
+    fresh.auc, fresh.recent_auc = old["auc"], old["recent_auc"]
+    return fresh.__dict__
 
 
 def lift(model: dict[str, float], baseline: dict[str, float], window: str = "") -> float:

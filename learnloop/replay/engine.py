@@ -62,10 +62,11 @@ class RecordedScore(ProgressiveScore):
         self.predictions = array("d")
         self.labels = bytearray()
 
-    def update(self, y: bool, p: float) -> None:
-        super().update(y, p)
+    def update(self, y: bool, p: float) -> float:
+        loss = super().update(y, p)
         self.predictions.append(p)
         self.labels.append(y)
+        return loss
 
 
 @dataclass
@@ -145,7 +146,7 @@ class Replayer:
         for name, score in self.state.scores.items():
             curve = self.curves.setdefault(name, [])
             if score.examples and (not curve or curve[-1][0] != self.state.examples):
-                curve.append((self.state.examples, score.recent["logloss"].get()))
+                curve.append((self.state.examples, score.recent_logloss()))
 
     def finish(self, source: str, seconds: float) -> ReplayResult:
         self.sample_curves()
