@@ -21,7 +21,7 @@ import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
-from river import drift, stats
+from river import drift
 
 from learnloop.errors import ConfigError
 
@@ -59,12 +59,33 @@ class Alert:
 RECENT = 50
 
 
+class RunningMean:
+    """Mean of every value since a drift: a count and a sum (River's ``stats.Mean``, which
+    checkpoints written before it hold, has the same ``update``/``get``/``revert``)."""
+
+    __slots__ = ("n", "total")
+
+    def __init__(self) -> None:
+        self.n, self.total = 0, 0.0
+
+    def update(self, x: float) -> None:
+        self.n += 1
+        self.total += x
+
+    def revert(self, x: float) -> None:
+        self.n -= 1
+        self.total -= x
+
+    def get(self) -> float:
+        return self.total / self.n if self.n else 0.0
+
+
 @dataclass
 class _Watch:
     """One detector, the mean of its signal since the last drift, and its recent level."""
 
     detector: object
-    mean: stats.Mean = field(default_factory=stats.Mean)
+    mean: RunningMean = field(default_factory=RunningMean)  # or River's stats.Mean
     recent: RecentMean = field(default_factory=lambda: RecentMean(RECENT))
 
 
@@ -118,10 +139,11 @@ class DriftMonitor:
                 if name not in self.features and len(self.features) < self.max_features:
                     self.features.append(name)
         alerts: list[Alert] = []
+        model = f"objective:{objective}"
         for name in self.features:
-            if name in x:
-                alerts += self._observe(f"objective:{objective}", f"feature:{name}", x[name],
-                                        ts, where)
+            value = x.get(name)
+            if value is not None:
+                alerts += self._observe(model, f"feature:{name}", value, ts, where)
         return alerts
 
     def forget(self, model: str) -> None:
@@ -135,14 +157,15 @@ class DriftMonitor:
         watch = self.watches.get(key)
         if watch is None:
             watch = self.watches[key] = _Watch(make_detector(self.detector, self.params))
-        before = watch.mean.get()
-        watch.detector.update(value)
+        detector = watch.detector
+        detector.update(value)
         watch.mean.update(value)
-        watch.recent.update(value)
-        if not watch.detector.drift_detected:
+        watch.recent.values.append(value)
+        if not detector.drift_detected:
             return []
-        after = watch.recent.get()
-        watch.mean = stats.Mean()
+        watch.mean.revert(value)
+        before, after = watch.mean.get(), watch.recent.get()
+        watch.mean = RunningMean()
         last = self.last_alert.get(key)
         if last is not None and ts - last < self.cooldown_s:
             return []
