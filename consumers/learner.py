@@ -245,8 +245,9 @@ def learn_example(state: LearnerState, featurize: Featurizer, example: dict, whe
         state.capped += 1
         metrics.capped.inc()
         return None
-    snapshot = {k: float(v) for k, v in example["features"].items()}
-    x = featurize(snapshot, float(example["exposure_ts"]), example.get("context") or {})
+    # the snapshot's numbers as the scorer took them (JSON ints stay ints: same floats)
+    x = featurize(example["features"], float(example["exposure_ts"]),
+                  example.get("context") or {})
     y = example["label"] == 1
     objective, drift = example["objective"], state.drift
     alerts = drift.observe_label(objective, y, label_ts, where)

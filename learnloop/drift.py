@@ -88,6 +88,14 @@ class _Watch:
     mean: RunningMean = field(default_factory=RunningMean)  # or River's stats.Mean
     recent: RecentMean = field(default_factory=lambda: RecentMean(RECENT))
 
+    def update(self, value: float) -> bool:
+        """One value of the signal; True if the detector saw a drift."""
+        detector = self.detector
+        detector.update(value)
+        self.mean.update(value)
+        self.recent.values.append(value)
+        return detector.drift_detected
+
 
 class RecentMean:
     """Mean of the last ``size`` values: O(1) to update, summed only when asked (at an
@@ -139,12 +147,24 @@ class DriftMonitor:
                 if name not in self.features and len(self.features) < self.max_features:
                     self.features.append(name)
         alerts: list[Alert] = []
-        model = f"objective:{objective}"
-        for name in self.features:
+        watches = self.watches
+        for name, key in self._feature_keys(objective):
             value = x.get(name)
             if value is not None:
-                alerts += self._observe(model, f"feature:{name}", value, ts, where)
+                watch = watches.get(key) or self._new_watch(key)
+                if watch.update(value):
+                    alerts += self._alert(key, watch, value, ts, where)
         return alerts
+
+    def _feature_keys(self, objective: str) -> list[tuple[str, tuple[str, str]]]:
+        """(input name, watch key) of each watched input of ``objective``, memoized until
+        the set of watched inputs grows (a checkpoint from before the memo has none)."""
+        memo = self.__dict__.setdefault("_feature_memo", {})
+        found = memo.get(objective)
+        if found is None or len(found) != len(self.features):
+            found = memo[objective] = [(name, (f"objective:{objective}", f"feature:{name}"))
+                                       for name in self.features]
+        return found
 
     def forget(self, model: str) -> None:
         """Drop a model's detectors (after a reset, its loss starts a new story)."""
@@ -154,15 +174,16 @@ class DriftMonitor:
     def _observe(self, model: str, signal: str, value: float, ts: float,
                  where: str) -> list[Alert]:
         key = (model, signal)
-        watch = self.watches.get(key)
-        if watch is None:
-            watch = self.watches[key] = _Watch(make_detector(self.detector, self.params))
-        detector = watch.detector
-        detector.update(value)
-        watch.mean.update(value)
-        watch.recent.values.append(value)
-        if not detector.drift_detected:
-            return []
+        watch = self.watches.get(key) or self._new_watch(key)
+        return self._alert(key, watch, value, ts, where) if watch.update(value) else []
+
+    def _new_watch(self, key: tuple[str, str]) -> _Watch:
+        watch = self.watches[key] = _Watch(make_detector(self.detector, self.params))
+        return watch
+
+    def _alert(self, key: tuple[str, str], watch: _Watch, value: float, ts: float,
+               where: str) -> list[Alert]:
+        """``watch`` just drifted on ``value``: an alert, unless it is cooling down."""
         watch.mean.revert(value)
         before, after = watch.mean.get(), watch.recent.get()
         watch.mean = RunningMean()
@@ -170,4 +191,4 @@ class DriftMonitor:
         if last is not None and ts - last < self.cooldown_s:
             return []
         self.last_alert[key] = ts
-        return [Alert(model, signal, self.detector, ts, where, before, after)]
+        return [Alert(*key, self.detector, ts, where, before, after)]
