@@ -161,9 +161,9 @@ class InteractionsConsumer:
     def finish(self, commit: bool = True) -> None:
         """Finish every poll processed, here and now: the tail in flight, then the last
         poll's (see :meth:`_finish_tail`); offsets committed unless ``commit`` is False
-        (a rebalance callback: kafka-python runs those inside ``poll``, where a commit
-        would re-enter the coordinator; the Redis watermarks decide where a partition
-        resumes anyway)."""
+        (a rebalance callback: kafka-python runs those on its IO thread while ``poll``
+        or ``close`` blocks the main thread, and a commit there cannot block on that IO
+        thread; the Redis watermarks decide where a partition resumes anyway)."""
         offsets = self._end_tail()
         chunks, self._unfinished = self._unfinished, []
         if chunks:
