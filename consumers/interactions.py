@@ -183,11 +183,17 @@ class InteractionsConsumer:
             self._tail = _Tail(self._tailer.submit(self._finish_tail, chunks), _offsets(chunks))
 
     def _end_tail(self) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Wait for the tail in flight (its error is raised here); its offsets to commit."""
+        """Wait for the tail in flight; its offsets to commit. Its error is raised here,
+        and the poll scored after it is dropped unfinished: finishing it would move the
+        scored watermark past the failed tail's scores (a restart replays both)."""
         tail, self._tail = self._tail, None
         if tail is None:
             return {}
-        tail.future.result()
+        try:
+            tail.future.result()
+        except BaseException:
+            self._unfinished = []
+            raise
         return tail.offsets
 
     def _finish_tail(self, chunks: list[_Chunk]) -> None:

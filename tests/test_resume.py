@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import orjson
+import pytest
+from prometheus_client import CollectorRegistry
 
+from consumers.interactions import InteractionsConsumer
+from learnloop.connect import redis_client
 from learnloop.features import watermark_key
 from learnloop.scoring import scored_watermark_key
 from tests.conftest import event, read_topic, wait_for
@@ -123,3 +127,35 @@ def test_lost_scored_watermark_replays_everything_without_double_effects(
         by_source.setdefault(message["source"], set()).add(message["score"])
     assert len(published) == 2 * EXPOSURES and len(by_source) == EXPOSURES
     assert all(len(values) == 1 for values in by_source.values())
+
+
+def test_a_failed_tail_stops_the_consumer_and_a_restart_scores_everything(
+    settings, producer, start_consumer, redis_conn
+):
+    """A poll's tail runs on its own thread: its error reaches the main thread, and the
+    poll scored meanwhile is not finished past it (its scored watermark would hide the
+    failed tail's scores), so a restart scores every exposure."""
+    small = settings.model_copy(update={"max_poll_records": 40})  # several polls in a row
+    ends = publish(producer, small.topic_interactions)
+    worker = InteractionsConsumer(small, redis_client(small), CollectorRegistry())
+    writes = worker.score_writer.queue
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("score write failed")
+
+    worker.score_writer.queue = broken
+    try:
+        worker.subscribe()
+        with pytest.raises(RuntimeError, match="score write failed"):
+            wait_for(lambda: worker.poll_once() < 0, 60, "the tail's error")
+    finally:
+        worker.score_writer.queue = writes
+        worker.close()  # finishes nothing more
+    topic = small.topic_interactions
+    assert all(redis_conn.get(scored_watermark_key(topic, p)) is None for p in ends)
+    assert not list(redis_conn.scan_iter("score:*"))
+
+    restarted = start_consumer(small)
+    wait_for(lambda: scored_up_to(redis_conn, topic, ends), what="the restart to score both")
+    assert restarted.sample("learnloop_scores_published_total", model=small.champion) == EXPOSURES
+    assert redis_conn.hget("stats:interactions", "events") == str(N).encode()
