@@ -25,6 +25,12 @@ from learnloop.errors import EmbeddedStackError
 _PR_SET_PDEATHSIG = 1
 
 
+#: A score hash holds its explanation (~140 bytes for logreg's top 5): past Redis's
+#: default ``hash-max-listpack-value`` of 64 the hash becomes a hashtable, 665 bytes
+#: instead of 392. docker-compose.yml sets the same.
+REDIS_TUNING = ("--hash-max-listpack-value", "256")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -127,7 +133,7 @@ class EmbeddedStack:
             started.append((self.redis_port, "redis-server", self._spawn([
                 redis_server_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", self._workdir.name,
-                "--maxmemory-policy", "noeviction", *self.redis_args,
+                "--maxmemory-policy", "noeviction", *REDIS_TUNING, *self.redis_args,
             ])))
             for port, name, process in started:
                 _wait_for_port(port, process, name, timeout_s)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from learnloop.embedded import REDIS_TUNING
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 CONSUMER_CMD = ["run", "interactions"]
@@ -69,6 +71,8 @@ def test_redis_uses_aof_and_never_evicts_all_keys(services):
     policy = cmd[cmd.index("--maxmemory-policy") + 1]
     assert not policy.startswith("allkeys-"), policy
     assert "healthcheck" in services["redis"]
+    for name, value in zip(REDIS_TUNING[::2], REDIS_TUNING[1::2], strict=True):
+        assert cmd[cmd.index(name) + 1] == value, name  # as the embedded stack's Redis
 
 
 def test_two_consumers_wired_to_kafka_and_redis(services):

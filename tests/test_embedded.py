@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 
+import orjson
 import pytest
 import redis
 
+import models
 from learnloop.connect import admin_client, ensure_topics, partition_counts, running_stack
 from learnloop.embedded import EmbeddedStack
 from learnloop.errors import ConfigError, ServiceUnreachable, TopicMismatch
+from learnloop.events import Event
+from learnloop.scoring import Scorer, ScoreWriter, score_key
 from learnloop.settings import load_settings
 from tests.conftest import wait_for
 
@@ -105,3 +110,24 @@ def test_refuses_a_redis_that_may_evict_any_key(stack, redis_conn):
     finally:
         redis_conn.config_set("maxmemory-policy", "noeviction")
     assert redis_client(settings).ping()
+
+
+def test_a_logreg_score_with_its_explanation_stays_a_compact_hash(settings, redis_conn):
+    """The embedded Redis keeps a score hash whose explanation is past 64 bytes in its
+    compact encoding (REDIS_TUNING), as docker-compose.yml's does."""
+    model = models.build("logreg")
+    rng = random.Random(3)
+    inputs = [{f"u_click_{n}": rng.random() for n in range(8)} for _ in range(50)]
+    for x in inputs:
+        model.learn_one(x, rng.random() < 0.3)
+    exposure = Event(event_id="e1", type="impression", user_id="u1", item_id="i1", ts=1e9)
+    score = Scorer(model, "1").score(exposure, inputs[0], "interactions/0/7")
+    assert len(score.explain) == 5 and len(orjson.dumps(score.explain)) > 64
+    writer = ScoreWriter(redis_conn, settings)
+    redis_conn.script_load(writer.script.script)
+    pipe = redis_conn.pipeline(transaction=False)
+    writer.queue(pipe, "interactions", 0, [(7, score)], 7)
+    assert pipe.execute() == [1]
+    key = score_key("logreg", "u1", "i1")
+    assert redis_conn.object("encoding", key) == b"listpack"
+    assert redis_conn.memory_usage(key) < 500
