@@ -27,8 +27,9 @@ _PR_SET_PDEATHSIG = 1
 
 #: A score hash holds its explanation (~140 bytes for logreg's top 5): past Redis's
 #: default ``hash-max-listpack-value`` of 64 the hash becomes a hashtable, 665 bytes
-#: instead of 392. docker-compose.yml sets the same.
-REDIS_TUNING = ("--hash-max-listpack-value", "256")
+#: instead of 392. docker-compose.yml sets the same. (The ziplist name: Redis 7 takes it
+#: for ``hash-max-listpack-value``, and a Redis 6 on PATH knows only it.)
+REDIS_TUNING = ("--hash-max-ziplist-value", "256")
 
 
 def free_port() -> int:
