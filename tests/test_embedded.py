@@ -129,5 +129,5 @@ def test_a_logreg_score_with_its_explanation_stays_a_compact_hash(settings, redi
     writer.queue(pipe, "interactions", 0, [(7, score)], 7)
     assert pipe.execute() == [1]
     key = score_key("logreg", "u1", "i1")
-    assert redis_conn.object("encoding", key) == b"listpack"
+    assert redis_conn.object("encoding", key) in {b"listpack", b"ziplist"}  # Redis 7, 6
     assert redis_conn.memory_usage(key) < 500
