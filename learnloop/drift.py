@@ -93,7 +93,7 @@ class _Watch:
         detector = self.detector
         detector.update(value)
         self.mean.update(value)
-        self.recent.values.append(value)
+        self.recent.update(value)
         return detector.drift_detected
 
 

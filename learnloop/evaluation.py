@@ -3,10 +3,9 @@
 Per model, cumulative and over the most recent ``window`` examples: log loss, ROC AUC,
 accuracy and positive rate. Log loss and accuracy are computed as River's own metrics do
 (from running sums), so they equal ``river.evaluate.progressive_val_score`` on the same
-(x, y) sequence. The cumulative ROC
-AUC is :class:`BinnedROCAUC` (River's ``ROCAUC`` uses 10 thresholds, which cannot tell
-apart the low probabilities of click prediction); the recent one is River's exact
-``RollingROCAUC``.
+(x, y) sequence. The cumulative ROC AUC is :class:`BinnedROCAUC` (River's ``ROCAUC`` uses
+10 thresholds, which cannot tell apart the low probabilities of click prediction); the
+recent one is River's exact ``RollingROCAUC``.
 
 >>> score = ProgressiveScore(window=3)
 >>> for y, p in [(True, 0.9), (False, 0.2), (True, 0.6), (False, 0.7)]:
@@ -106,22 +105,21 @@ class ProgressiveScore:
 
     def recent_logloss(self) -> float:
         """Mean log loss over the window."""
-        recent = len(self.recent_losses)
-        return math.fsum(self.recent_losses) / recent if recent else 0.0
+        return _mean(math.fsum(self.recent_losses), len(self.recent_losses))
 
     def report(self) -> dict[str, float]:
         """Every figure by name (``recent_*`` for the window)."""
         n, recent = self.examples, len(self.recent_losses)
         return {
             "examples": n,
-            "logloss": self.loss_sum / n if n else 0.0,
+            "logloss": _mean(self.loss_sum, n),
             "recent_logloss": self.recent_logloss(),
-            "accuracy": self.correct / n if n else 0.0,
-            "recent_accuracy": sum(self.recent_correct) / recent if recent else 0.0,
+            "accuracy": _mean(self.correct, n),
+            "recent_accuracy": _mean(sum(self.recent_correct), recent),
             "roc_auc": self.auc.get(),
             "recent_roc_auc": self.recent_auc.get(),
-            "positive_rate": self.positives / n if n else 0.0,
-            "recent_positive_rate": sum(self.recent_labels) / recent if recent else 0.0,
+            "positive_rate": _mean(self.positives, n),
+            "recent_positive_rate": _mean(sum(self.recent_labels), recent),
         }
 
     def __setstate__(self, state: dict) -> None:
@@ -129,6 +127,11 @@ class ProgressiveScore:
         if "cumulative" in state:
             state = _from_river_metrics(state)
         self.__dict__.update(state)
+
+
+def _mean(total: float, count: int) -> float:
+    """``total / count``, 0 before anything was counted (as River's metrics report)."""
+    return total / count if count else 0.0
 
 
 def _from_river_metrics(old: dict) -> dict:
