@@ -13,7 +13,8 @@ Kafka flush per step):
 3. each exposure is scored by the champion from its snapshot; scores go to the scores
    topic (flushed), then to Redis with the scored watermark, in one Lua call;
 4. labeled examples the join put in the partition's Redis outbox (same atomic step as
-   the features) are published to the examples topic, then trimmed from the outbox;
+   the features) are published to the examples topic, many to a message
+   (:mod:`learnloop.examples`), then trimmed from the outbox;
 5. Kafka's committed offset is advanced as a lag hint only: on assignment the consumer
    seeks to the Redis watermark, so a crash at any point replays without double effects.
 """
@@ -27,7 +28,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-import orjson
 import redis
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -35,6 +35,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 from redis.exceptions import NoScriptError
 
+from learnloop import examples
 from learnloop.checkpoints import CheckpointStore, checkpoint_store
 from learnloop.connect import consumer_options, kafka_security
 from learnloop.crashpoints import crash_point
@@ -385,16 +386,14 @@ class InteractionsConsumer:
         if not pending:
             return
         send, topic = self.producer.send, self.settings.topic_examples
-        positives = negatives = 0
+        positives = total = 0
         for tp, entries in pending:
-            for raw in entries:
-                send(topic, partition=tp.partition, value=raw)
-                if orjson.loads(raw)["label"] == 1:
-                    positives += 1
-                else:
-                    negatives += 1
+            for message in examples.pack(entries):
+                send(topic, partition=tp.partition, value=message)
+            positives += sum(map(examples.is_positive, entries))
+            total += len(entries)
         self.metrics.examples.labels("positive").inc(positives)
-        self.metrics.examples.labels("negative").inc(negatives)
+        self.metrics.examples.labels("negative").inc(total - positives)
         self.producer.flush()
         crash_point("interactions.examples_sent")
 

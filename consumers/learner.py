@@ -1,6 +1,7 @@
 """The learner: every model, the baseline included, on every labeled example.
 
-For each example from the examples topic (in partition order): rebuild ``x`` from the
+For each example from the examples topic (in partition order, several to a message:
+:mod:`learnloop.examples`): rebuild ``x`` from the
 exposure's point-in-time snapshot, then for every model bound to the example's
 objective, predict first (progressive validation), then learn. State — models, metrics,
 consumed offsets and the highest source (partition, offset, seq) learned — is
@@ -31,6 +32,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry
 
 import models
+from learnloop import examples
 from learnloop.alerts import AlertSink
 from learnloop.checkpoints import CheckpointStore
 from learnloop.connect import consumer_options, kafka_security
@@ -148,10 +150,16 @@ class Learner:
             self.producer.close(timeout=5)
 
     def learn_record(self, partition: int, offset: int, raw: bytes) -> None:
+        """Every example of one message of the examples topic (:mod:`learnloop.examples`),
+        in order; the alerts of the n-th say ``{partition}/{offset}`` and, after the
+        first, ``.{n}``."""
+        self.state.consumed[partition] = offset
+        for n, example in enumerate(examples.unpack(raw)):
+            self.learn(example, f"{partition}/{offset}.{n}" if n else f"{partition}/{offset}")
+
+    def learn(self, example: dict, where: str) -> None:
         """Skip an example whose source was learned; else learn it (:func:`learn_example`),
         then publish and respond to the drift alerts it raised."""
-        self.state.consumed[partition] = offset
-        example = orjson.loads(raw)
         source_partition, source_offset, seq = example["source"]
         done = self.state.learned.get(source_partition)
         if done is not None and (source_offset, seq) <= done:
@@ -160,8 +168,8 @@ class Learner:
             return
         self.state.learned[source_partition] = (source_offset, seq)
         label_ts = float(example["label_ts"])
-        alerts = learn_and_respond(self.state, self.featurize, example,
-                                   f"{partition}/{offset}", self.metrics, self.settings)
+        alerts = learn_and_respond(self.state, self.featurize, example, where, self.metrics,
+                                   self.settings)
         if alerts is not None:
             for alert in alerts:
                 self.alerts.publish(alert)

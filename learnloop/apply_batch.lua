@@ -244,11 +244,13 @@ local function emit(pending, id, label, label_ts, feedback, objective, source)
   local snap = redis.call('GET', 'snap:' .. id) or '{}'
   local head = cjson.encode({
     objective = objective, exposure_id = id, user_id = pending.u, item_id = pending.i,
-    label = label, exposure_ts = fmt(pending.t), label_ts = fmt(label_ts),
+    exposure_ts = fmt(pending.t), label_ts = fmt(label_ts),
     feedback = feedback or '', context = pending.c, source = source,
   })
-  -- the stored snapshot is JSON already: splice it in rather than decode and re-encode
-  redis.call('RPUSH', KEYS[4], string.sub(head, 1, -2) .. ',"features":' .. snap .. '}')
+  -- the label first (the consumer counts positives by that prefix); the stored snapshot
+  -- is JSON already: spliced in rather than decoded and encoded again
+  redis.call('RPUSH', KEYS[4], '{"label":' .. label .. ',' .. string.sub(head, 2, -2)
+             .. ',"features":' .. snap .. '}')
   local kind = label == 1 and 'positive' or 'negative'
   count('examples:' .. objective .. ':' .. kind)
 end

@@ -426,8 +426,9 @@ def status() -> None:
     out.print(f"[bold]serving[/bold] {info['champion']}")
     ckpt = info["checkpoint"]
     age = "-" if ckpt["age_s"] is None else f"{ckpt['age_s']:.0f}s ago"
+    since = ckpt["example_messages_not_yet_checkpointed"]
     out.print(f"[bold]checkpoint[/bold] v{ckpt['version'] or 0}, {ckpt['examples']} examples, "
-              f"published {age}; {ckpt['examples_not_yet_checkpointed']} examples since")
+              f"published {age}; {since} example messages since")
     for p in info["interactions"]:
         lag_s = "-" if p["event_time_lag_s"] is None else f"{p['event_time_lag_s']:.0f}s"
         out.print(f"partition {p['partition']}: lag {p['lag_offsets']} messages, "

@@ -13,10 +13,10 @@ from __future__ import annotations
 import bisect
 import threading
 
-import orjson
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
+from learnloop import examples
 from learnloop.connect import kafka_security
 from learnloop.oracle import Oracle
 from learnloop.reader import read_model_metrics
@@ -33,7 +33,7 @@ class ExampleTap:
         self.oracle = oracle
         self.every = every
         self.curve: Curve = []
-        self.read = 0  # records read, duplicates included
+        self.read = 0  # examples read, duplicates included
         self._label_times: list[float] = []
         self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                       enable_auto_commit=False, client_id="learnloop-demo-tap",
@@ -52,9 +52,8 @@ class ExampleTap:
         """Score what arrived since the last call."""
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=10_000)
         for records in batches.values():
-            for record in records:
+            for example in examples.of(records):
                 self.read += 1
-                example = orjson.loads(record.value)
                 if self.oracle.observe(example):
                     bisect.insort(self._label_times, float(example["label_ts"]))
                     if self.examples % self.every == 0:

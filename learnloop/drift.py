@@ -43,7 +43,7 @@ class Alert:
     signal: str  # "concept", "label" or "feature:{name}"
     detector: str
     event_time: float  # label time of the example that triggered it
-    where: str  # examples partition/offset of that example
+    where: str  # examples partition/offset of that example's message, '.n' for its n-th
     before: float  # mean of the signal since the previous drift
     after: float  # mean of its last RECENT values, when the drift was detected
 

@@ -63,7 +63,7 @@ def collect(settings: Settings, client: redis.Redis) -> dict:
         "checkpoint": {
             "version": latest, "examples": meta.get("examples", 0),
             "age_s": now - meta["published_at"] if "published_at" in meta else None,
-            "examples_not_yet_checkpointed": examples_end - consumed,
+            "example_messages_not_yet_checkpointed": examples_end - consumed,
         },
         "drift_alerts": recent_alerts(client, 5),
     }

@@ -14,6 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from learnloop import examples
 from learnloop.connect import ensure_topics, redis_client
 from learnloop.embedded import EmbeddedStack
 from learnloop.settings import Settings, load_settings
@@ -147,19 +148,36 @@ def wait_for(condition: Callable[[], object], timeout_s: float = 30.0,
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0) -> list:
     """Read ``expected`` records from ``topic`` (all partitions, from the start)."""
+    records = []
+    for record in _records(bootstrap, topic, timeout_s):
+        records.append(record)
+        if len(records) >= expected:
+            break
+    return records
+
+
+def read_examples(bootstrap: str, topic: str, expected: int,
+                  timeout_s: float = 20.0) -> list[tuple[int, dict]]:
+    """(partition, example) of the first ``expected`` examples on the examples ``topic``
+    (several to a message: :mod:`learnloop.examples`)."""
+    found = []
+    for record in _records(bootstrap, topic, timeout_s):
+        found += [(record.partition, example) for example in examples.unpack(record.value)]
+        if len(found) >= expected:
+            break
+    return found
+
+
+def _records(bootstrap: str, topic: str, timeout_s: float) -> Iterator:
+    """``topic``'s records, all partitions from the start, until none came for ``timeout_s``."""
     reader = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
         enable_auto_commit=False, group_id=None, consumer_timeout_ms=int(timeout_s * 1000),
     )
-    records = []
     try:
-        for record in reader:
-            records.append(record)
-            if len(records) >= expected:
-                break
+        yield from reader
     finally:
         reader.close()
-    return records
 
 
 def event(n: int, type_: str = "impression", user: str = "u1", item: str = "i1",

@@ -12,7 +12,7 @@ from learnloop.features import STATS_KEY, BatchResult, FeatureStore, decay_to, o
 from learnloop.objective import FeedbackRule, Objective
 from learnloop.scoring import Score, ScoreWriter
 from learnloop.settings import load_settings
-from tests.conftest import event, make_settings, read_topic, wait_for
+from tests.conftest import event, make_settings, read_examples, wait_for
 
 T0 = 1_767_225_600.0  # 2026-01-01: months before the wall clock, so wall time never matters
 TOPIC = "interactions"
@@ -332,12 +332,10 @@ def test_examples_reach_the_examples_topic_in_their_source_partition(
         expected[p] = {f"e{base + n}": int(n == 1) for n in range(1, items + 1)}
     producer.flush()
 
-    records = read_topic(settings.kafka_bootstrap, settings.topic_examples, 5)
     got = {0: {}, 1: {}}
-    for record in records:
-        example = orjson.loads(record.value)
-        assert record.partition == example["source"][0], example
-        got[record.partition][example["exposure_id"]] = example["label"]
+    for partition, example in read_examples(settings.kafka_bootstrap, settings.topic_examples, 5):
+        assert partition == example["source"][0], example
+        got[partition][example["exposure_id"]] = example["label"]
     assert got == expected
 
     outboxes = [outbox_key(settings.topic_interactions, p) for p in (0, 1)]

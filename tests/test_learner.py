@@ -31,7 +31,7 @@ from learnloop.serving import ChampionLoader
 from learnloop.settings import Settings
 from learnloop.simulate import Simulator
 from models.logreg import pipeline
-from tests.conftest import Running, RunningConsumer, make_settings, read_topic, wait_for
+from tests.conftest import Running, RunningConsumer, make_settings, read_examples, wait_for
 
 TOL = 1e-9
 QUICK = {"ctr": Objective(exposures=("impression",),
@@ -198,8 +198,9 @@ def simulated(stack) -> Simulated:
     events = simulated_events(3000)
     with learning(stack, settings, events) as (_, learner):
         pass
-    records = read_topic(settings.kafka_bootstrap, settings.topic_examples, learner.state.examples)
-    return Simulated(settings, events, [r.value for r in records], learner.state.examples,
+    found = read_examples(settings.kafka_bootstrap, settings.topic_examples,
+                          learner.state.examples)
+    return Simulated(settings, events, [orjson.dumps(e) for _, e in found], learner.state.examples,
                      examples_made(client),
                      {name: read_model_metrics(client, name) for name in settings.models},
                      learner.state)

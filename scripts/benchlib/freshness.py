@@ -45,6 +45,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from benchlib.cpu import CpuMeter
 from benchlib.stats import percentile, summary_ms, summary_s
 from benchlib.workload import Workload
+from learnloop import examples
 from learnloop.connect import kafka_security
 from learnloop.scoring import score_key, scored_watermark_key
 from learnloop.settings import Settings
@@ -239,9 +240,9 @@ def positive_offsets(settings: Settings) -> dict[str, tuple[int, int]]:
             for tp, records in consumer.poll(timeout_ms=1000).items():
                 remaining -= len(records)
                 for record in records:
-                    if b'"label":1' in record.value:
-                        example = orjson.loads(record.value)
-                        found[example["exposure_id"]] = (tp.partition, record.offset)
+                    for example in examples.unpack(record.value):
+                        if example["label"] == 1:
+                            found[example["exposure_id"]] = (tp.partition, record.offset)
     finally:
         consumer.close()
     return found

@@ -18,11 +18,11 @@ from __future__ import annotations
 import itertools
 import time
 
-import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 import models
 from benchlib.stats import median
+from learnloop import examples
 from learnloop.connect import kafka_security
 from learnloop.featurize import featurize
 from learnloop.settings import Settings
@@ -39,16 +39,14 @@ def read_examples(settings: Settings, limit: int) -> list[Sample]:
         parts = [TopicPartition(settings.topic_examples, p) for p in range(settings.partitions)]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        wanted = min(limit, sum(end.values()))
+        remaining = sum(consumer.end_offsets(parts).values())  # messages
         out: list[Sample] = []
-        while len(out) < wanted:
+        while remaining > 0 and len(out) < limit:
             for records in consumer.poll(timeout_ms=1000).values():
-                for record in records:
-                    example = orjson.loads(record.value)
-                    out.append(({k: float(v) for k, v in example["features"].items()},
-                                float(example["exposure_ts"]), example.get("context") or {},
-                                example["label"] == 1))
+                remaining -= len(records)
+                out += [({k: float(v) for k, v in example["features"].items()},
+                         float(example["exposure_ts"]), example.get("context") or {},
+                         example["label"] == 1) for example in examples.of(records)]
         return out[:limit]
     finally:
         consumer.close()
