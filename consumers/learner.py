@@ -139,9 +139,10 @@ class Learner:
                 batch = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
                                            max_records=self.settings.max_poll_records)
                 for tp, records in batch.items():
-                    for record in records:
+                    for record in records:  # up to hundreds of examples each
                         self.learn_record(tp.partition, record.offset, record.value)
-                self.maybe_checkpoint()
+                        self.maybe_checkpoint()
+                self.maybe_checkpoint()  # when due by time, after an idle poll too
                 self.update_staleness()
                 self.alerts.expire()
             self.checkpoint()
