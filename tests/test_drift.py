@@ -16,6 +16,7 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaTimeoutError
 from prometheus_client import CollectorRegistry
+from river import stats
 
 import models
 from consumers.learner import LearnerState
@@ -154,6 +155,33 @@ def test_a_monitor_pickled_mid_stream_continues_exactly_like_an_uninterrupted_on
         before = feed(resumed, 0, cut)
         restored = pickle.loads(pickle.dumps(resumed, protocol=pickle.HIGHEST_PROTOCOL))
         assert before + feed(restored, cut, 3000) == whole, cut
+
+
+def test_a_checkpoint_whose_watches_hold_rivers_mean_loads_and_continues_alike():
+    """Checkpoints written before ``RunningMean`` hold River's ``stats.Mean`` per watch."""
+    labels, inputs = label_stream(3, True), feature_stream(3, True)
+
+    def feed(mon: DriftMonitor, start: int, stop: int) -> list[Alert]:
+        alerts = []
+        for i in range(start, stop):
+            alerts += mon.observe_label("engagement", labels[i % N], float(i), f"0/{i}")
+            alerts += mon.observe_features("engagement", inputs[i % N], float(i), f"0/{i}")
+        return alerts
+
+    whole = feed(monitor(cooldown_s=0), 0, 3000)
+    old = monitor(cooldown_s=0)
+    before = feed(old, 0, 1500)
+    for watch in old.watches.values():
+        legacy = stats.Mean()
+        legacy.update(watch.mean.get(), w=watch.mean.n)
+        watch.mean = legacy
+    restored = pickle.loads(pickle.dumps(old))
+    after = feed(restored, 1500, 3000)
+
+    assert after and {a.signal for a in after} == {"label", "feature:a"}
+    assert [(a.signal, a.where, a.after) for a in before + after] == [
+        (a.signal, a.where, a.after) for a in whole]
+    assert [a.before for a in before + after] == pytest.approx([a.before for a in whole])
 
 
 # -- publishing alerts ------------------------------------------------------------------------
