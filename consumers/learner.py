@@ -1,9 +1,9 @@
 """The learner: every model, the baseline included, on every labeled example.
 
 For each example from the examples topic (in partition order, several to a message:
-:mod:`learnloop.examples`): rebuild ``x`` from the
-exposure's point-in-time snapshot, then for every model bound to the example's
-objective, predict first (progressive validation), then learn. State — models, metrics,
+:mod:`learnloop.examples`): rebuild ``x`` from the exposure's point-in-time snapshot,
+then for every model bound to the example's objective, predict first (progressive
+validation), then learn. State — models, metrics,
 consumed offsets and the highest source (partition, offset, seq) learned — is
 checkpointed, signed, to Redis every N examples or T seconds. On start the learner
 resumes from its newest valid checkpoint and seeks to the offsets it holds; examples
