@@ -3,12 +3,12 @@
 For each example from the examples topic (in partition order, several to a message:
 :mod:`learnloop.examples`): rebuild ``x`` from the exposure's point-in-time snapshot,
 then for every model bound to the example's objective, predict first (progressive
-validation), then learn. State — models, metrics,
-consumed offsets and the highest source (partition, offset, seq) learned — is
-checkpointed, signed, to Redis every N examples or T seconds. On start the learner
-resumes from its newest valid checkpoint and seeks to the offsets it holds; examples
-re-sent by an interactions consumer after a crash are recognised by their source and
-skipped, so every example is learned exactly once.
+validation), then learn. State — models, metrics, consumed offsets and the highest
+source (partition, offset, seq) learned — is checkpointed, signed, to Redis every N
+examples or T seconds. On start the learner resumes from its newest valid checkpoint
+and seeks to the offsets it holds; examples re-sent by an interactions consumer after a
+crash are recognised by their source and skipped, so every example is learned exactly
+once.
 
 Drift detectors watch every model's loss, each objective's positive rate and a bounded
 set of inputs; an alert goes to the drift-alerts topic, a Redis stream and Prometheus,
