@@ -21,6 +21,7 @@ Kafka flush per step):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -45,6 +46,7 @@ from learnloop.features import BatchResult, FeatureStore, outbox_key
 from learnloop.featurize import Featurizer
 from learnloop.metrics import InteractionsMetrics, ServingMetrics
 from learnloop.outbox import Outbox
+from learnloop.partitioner import KeyHashPartitioner
 from learnloop.scoring import Scorer, ScoreWriter, score_message, scored_watermark_key
 from learnloop.serving import ChampionLoader
 from learnloop.settings import Settings
@@ -97,7 +99,7 @@ class InteractionsConsumer:
         self._tail: _Tail | None = None  # a poll's tail on the tail thread
         self.producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=LINGER_MS,
-            batch_size=BATCH_BYTES,
+            batch_size=BATCH_BYTES, partitioner=KeyHashPartitioner(),
             client_id=f"learnloop-{NAME}", **kafka_security(settings),
         )
 
@@ -481,9 +483,10 @@ class InteractionsConsumer:
 
     def _observe_feature_age(self, snapshot: dict[str, float], ts: float) -> None:
         """How old the user's and the item's newest feature was when the exposure came."""
+        get = snapshot.get
         for fields, histogram in self._feature_ages:
-            newest = max((snapshot[f] for f in fields if f in snapshot), default=None)
-            if newest is not None:
+            newest = max(map(get, fields, itertools.repeat(-math.inf)))  # no Python loop
+            if newest != -math.inf:
                 histogram.observe(max(ts - newest, 0.0))
 
     def _update_lag(self) -> None:

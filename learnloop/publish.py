@@ -9,6 +9,7 @@ from kafka import KafkaProducer
 
 from learnloop.connect import kafka_security
 from learnloop.events import Event, EventDecoder, Rejection
+from learnloop.partitioner import KeyHashPartitioner
 from learnloop.settings import Settings
 
 
@@ -48,7 +49,8 @@ class Publisher:
         self.topic = settings.topic_interactions
         self.producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5,
-            client_id="learnloop-publisher", **kafka_security(settings), **producer_options,
+            partitioner=KeyHashPartitioner(), client_id="learnloop-publisher",
+            **kafka_security(settings), **producer_options,
         )
 
     def publish(self, event: Event) -> None:

@@ -35,3 +35,22 @@ def test_plain_kafka_event_becomes_a_score_readable_with_redis_cli(
     assert message["event_id"] == "e1"
     assert message["source"].startswith(f"{settings.topic_interactions}/")
     assert message["score"] == score
+
+
+def test_feature_age_is_observed_per_entity_at_scoring(settings, producer, start_consumer):
+    """How old an exposure's newest user / item feature was: u1's impression 100 s before,
+    the item never seen; a first-ever exposure has no age at all."""
+    running = start_consumer(settings)
+    t0 = 1_767_225_600.0
+    for n, (item, ts) in enumerate((("i1", t0), ("i2", t0 + 100.0), ("i2", t0 + 160.0)), 1):
+        producer.send(settings.topic_interactions, key=b"u1",
+                      value=event(n, user="u1", item=item, ts=ts - n))  # event() adds n
+    producer.flush()
+
+    wait_for(lambda: running.sample("learnloop_scores_published_total",
+                                    model=settings.champion) == 3, what="three scores")
+    age = "learnloop_feature_age_seconds"
+    assert running.sample(f"{age}_count", entity="user") == 2
+    assert running.sample(f"{age}_sum", entity="user") == 100.0 + 60.0
+    assert running.sample(f"{age}_count", entity="item") == 1
+    assert running.sample(f"{age}_sum", entity="item") == 60.0
