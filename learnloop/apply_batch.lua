@@ -277,10 +277,20 @@ end
 -- Per-user pending indexes touched in this call (key → TTL), their TTLs refreshed once.
 local pending_indexes = {}
 
+-- The pending record of exposure ``ev``: the same JSON for every objective, made once.
+local pending_for, pending_json
+local function pending_record(ev)
+  if pending_for ~= ev then
+    pending_for = ev
+    pending_json = cjson.encode({ u = ev.u, i = ev.i, t = ev.t, c = ev.c, o = ev.o,
+                                  p = batch.partition })
+  end
+  return pending_json
+end
+
 local function expose(name, objective, ev)
-  local pending = { u = ev.u, i = ev.i, t = ev.t, c = ev.c, o = ev.o, p = batch.partition }
   local ttl = batch.snapshot_ttl
-  redis.call('SET', 'pend:' .. name .. ':' .. ev.id, cjson.encode(pending), 'EX', ttl)
+  redis.call('SET', 'pend:' .. name .. ':' .. ev.id, pending_record(ev), 'EX', ttl)
   redis.call('ZADD', 'pendu:' .. name .. ':' .. ev.u, ev.t, ev.i .. '\t' .. ev.id)
   pending_indexes['pendu:' .. name .. ':' .. ev.u] = ttl
   redis.call('ZADD', 'due:' .. name .. ':' .. suffix, ev.t + objective.window, ev.id)
