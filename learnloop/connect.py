@@ -38,7 +38,7 @@ REDIS_KEY_PATTERNS = (
 REDIS_COMMANDS = (
     "ping", "select", "get", "set", "incrby", "del", "exists", "expire", "scan",
     "hget", "hset", "hdel", "hgetall", "hincrby",
-    "rpush", "lpop", "lindex", "lrange", "ltrim",
+    "rpush", "lpos", "lrange", "ltrim",
     "zadd", "zrem", "zrevrange", "zrangebyscore", "zrevrangebyscore", "zremrangebyrank",
     "xadd", "xrevrange", "multi", "exec", "discard",
     "evalsha", "script|load", "script|exists",
