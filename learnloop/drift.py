@@ -60,17 +60,14 @@ RECENT = 50
 
 
 class RunningMean:
-    """Mean of every value since a drift: a count and a sum (checkpoints written before it
-    hold River's ``stats.Mean``; :class:`_Watch` converts them on load)."""
+    """Mean of every value since a drift: a count and a sum, which :meth:`_Watch.update`
+    adds to (checkpoints written before it hold River's ``stats.Mean``; :class:`_Watch`
+    converts them on load)."""
 
     __slots__ = ("n", "total")
 
     def __init__(self, n: int = 0, total: float = 0.0) -> None:
         self.n, self.total = n, total
-
-    def update(self, x: float) -> None:
-        self.n += 1
-        self.total += x
 
     def revert(self, x: float) -> None:
         self.n -= 1

@@ -18,6 +18,7 @@ example made sending them the interactions consumer's largest cost after Redis.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 
 import orjson
@@ -31,16 +32,15 @@ _POSITIVE = b'{"label":1,'
 def pack(entries: list[bytes]) -> list[bytes]:
     """Outbox entries (JSON objects, in order) as messages of at most
     :data:`MAX_MESSAGE_BYTES`."""
-    messages: list[bytes] = []
-    start, size = 0, 0
+    cuts, size = [0], 0
     for end, entry in enumerate(entries):
-        if end > start and size + len(entry) + 1 > MAX_MESSAGE_BYTES:
-            messages.append(b"[" + b",".join(entries[start:end]) + b"]")
-            start, size = end, 0
+        if end > cuts[-1] and size + len(entry) + 1 > MAX_MESSAGE_BYTES:
+            cuts.append(end)
+            size = 0
         size += len(entry) + 1
-    if start < len(entries):
-        messages.append(b"[" + b",".join(entries[start:]) + b"]")
-    return messages
+    if entries:
+        cuts.append(len(entries))
+    return [b"[" + b",".join(entries[a:b]) + b"]" for a, b in itertools.pairwise(cuts)]
 
 
 def unpack(raw: bytes) -> list[dict]:
