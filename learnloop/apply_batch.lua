@@ -10,7 +10,7 @@
 -- ARGV[1]  JSON: {half_lives, feature_ttl, snapshot_ttl, dedup_ttl, lateness, partition, suffix, known,
 --          objectives: [{name, exposures, feedback: {type: [label, window_s]}, negative,
 --          lateness, window}], events: [...]}
---          event = {o=offset, id, t=event time, u=user, i=item or "", k=type,
+--          event = {o=offset, id, t=event time, s=t as text, u=user, i=item or "", k=type,
 --                   v=value or absent, x=1 if exposure, c=context, e=exposure_id or absent},
 --          or {o=offset, r=reason} for a message that went to the dead-letter topic
 --          (it only advances the watermark)
@@ -52,6 +52,12 @@ local scored = tonumber(redis.call('GET', KEYS[5]) or '-1')
 
 local function fmt(x) return string.format('%.17g', x) end
 
+-- Numbers given to redis.call are formatted with %.17g, which costs more than the
+-- command itself: the TTLs are made text once, event times come as text (`s`).
+local feature_ttl = tostring(batch.feature_ttl)
+local snapshot_ttl = tostring(batch.snapshot_ttl)
+local dedup_ttl = tostring(batch.dedup_ttl)
+
 local REBASE_HALF_LIVES = 60
 local shortest = math.huge
 for _, hl in ipairs(half_lives) do if hl < shortest then shortest = hl end end
@@ -76,8 +82,8 @@ local function count(field)
 end
 
 -- Feature hashes read in this call (key → fields as numbers) and the fields each call
--- changed (key → set of field names): a hash is read once and written once per call,
--- however many of the call's events touch it.
+-- changed (key → set of field names, each true or, for an event time, its text): a
+-- hash is read once and written once per call, however many of the call's events touch it.
 local states, dirty = {}, {}
 
 -- A feature hash as a Lua table of numbers.
@@ -96,12 +102,12 @@ end
 local function write_features()
   for key, fields in pairs(dirty) do
     local state, flat = states[key], {}
-    for field in pairs(fields) do
+    for field, text in pairs(fields) do
       flat[#flat + 1] = field
-      flat[#flat + 1] = state[field]
+      flat[#flat + 1] = text == true and state[field] or text
     end
     redis.call('HSET', key, unpack(flat))
-    redis.call('EXPIRE', key, batch.feature_ttl)
+    redis.call('EXPIRE', key, feature_ttl)
   end
 end
 
@@ -182,12 +188,12 @@ local function apply(key, state, ev)
   end
   if not ref or ev.t > ref then
     state['t'] = ev.t
-    changed['t'] = true
+    changed['t'] = ev.s
   end
   local last = 'last|' .. ev.k
   if state[last] == nil or ev.t > state[last] then
     state[last] = ev.t
-    changed[last] = true
+    changed[last] = ev.s
   end
 end
 
@@ -288,12 +294,27 @@ local function pending_record(ev)
   return pending_json
 end
 
+-- The earliest window end in each objective's due index (math.huge: none), read when
+-- first needed and again after windows closed: most events close none, and then cost
+-- no ZRANGEBYSCORE.
+local earliest_due = {}
+local function earliest(name, due)
+  local at = earliest_due[name]
+  if at == nil then
+    local first = redis.call('ZRANGEBYSCORE', due, '-inf', '+inf', 'WITHSCORES', 'LIMIT', '0', '1')
+    at = first[2] and tonumber(first[2]) or math.huge
+    earliest_due[name] = at
+  end
+  return at
+end
+
 local function expose(name, objective, ev)
-  local ttl = batch.snapshot_ttl
-  redis.call('SET', 'pend:' .. name .. ':' .. ev.id, pending_record(ev), 'EX', ttl)
-  redis.call('ZADD', 'pendu:' .. name .. ':' .. ev.u, ev.t, ev.i .. '\t' .. ev.id)
-  pending_indexes['pendu:' .. name .. ':' .. ev.u] = ttl
-  redis.call('ZADD', 'due:' .. name .. ':' .. suffix, ev.t + objective.window, ev.id)
+  redis.call('SET', 'pend:' .. name .. ':' .. ev.id, pending_record(ev), 'EX', snapshot_ttl)
+  redis.call('ZADD', 'pendu:' .. name .. ':' .. ev.u, ev.s, ev.i .. '\t' .. ev.id)
+  pending_indexes['pendu:' .. name .. ':' .. ev.u] = snapshot_ttl
+  local window_end = ev.t + objective.window
+  redis.call('ZADD', 'due:' .. name .. ':' .. suffix, window_end, ev.id)
+  if window_end < (earliest_due[name] or -math.huge) then earliest_due[name] = window_end end
 end
 
 -- The pending exposure a feedback event answers, or nil and why not. Without an
@@ -372,7 +393,12 @@ local function close_windows(ev)
   for _, objective in ipairs(objectives) do
     local name = objective.name
     local due = 'due:' .. name .. ':' .. suffix
-    local closed = redis.call('ZRANGEBYSCORE', due, '-inf', newest - objective.lateness)
+    local bound = newest - objective.lateness
+    local closed = {}
+    if earliest(name, due) <= bound then
+      closed = redis.call('ZRANGEBYSCORE', due, '-inf', bound)
+      earliest_due[name] = nil
+    end
     for _, id in ipairs(closed) do
       local raw = redis.call('GET', 'pend:' .. name .. ':' .. id)
       if raw then
@@ -428,7 +454,7 @@ for _, ev in ipairs(batch.events) do
       local stored = redis.call('GET', 'snap:' .. ev.id)
       report(ev.o, '"replay"', stored)
     end
-  elseif not redis.call('SET', 'seen:' .. ev.id, seen_marker(ev), 'NX', 'EX', batch.dedup_ttl) then
+  elseif not redis.call('SET', 'seen:' .. ev.id, seen_marker(ev), 'NX', 'EX', dedup_ttl) then
     report(ev.o, '"dup"')
     count('duplicates')
   elseif too_late(ev) then
@@ -444,7 +470,7 @@ for _, ev in ipairs(batch.events) do
     if ev.x == 1 then
       count('exposures')
       local snap = snapshot(current, ev.t)
-      redis.call('SET', 'snap:' .. ev.id, snap, 'EX', batch.snapshot_ttl)
+      redis.call('SET', 'snap:' .. ev.id, snap, 'EX', snapshot_ttl)
       report(ev.o, '"new"', snap)
     end
     for prefix, key in pairs(keys) do apply(key, current[prefix], ev) end
