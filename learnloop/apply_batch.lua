@@ -246,11 +246,21 @@ local function contains(list, value)
   return false
 end
 
+-- A pending record, decoded: its exposure time as a number (t) and as text (s). Records
+-- written before the text was kept hold only t.
+local function decode_pending(raw)
+  local pending = cjson.decode(raw)
+  pending.t = pending.t or tonumber(pending.s)
+  pending.s = pending.s or fmt(pending.t)
+  return pending
+end
+
+-- ``label_ts`` is text: the feedback's own time, or the window's end formatted once.
 local function emit(pending, id, label, label_ts, feedback, objective, source)
   local snap = redis.call('GET', 'snap:' .. id) or '{}'
   local head = cjson.encode({
     objective = objective, exposure_id = id, user_id = pending.u, item_id = pending.i,
-    exposure_ts = fmt(pending.t), label_ts = fmt(label_ts),
+    exposure_ts = pending.s, label_ts = label_ts,
     feedback = feedback or '', context = pending.c, source = source,
   })
   -- the label first (the consumer counts positives by that prefix); the stored snapshot
@@ -288,7 +298,7 @@ local pending_for, pending_json
 local function pending_record(ev)
   if pending_for ~= ev then
     pending_for = ev
-    pending_json = cjson.encode({ u = ev.u, i = ev.i, t = ev.t, c = ev.c, o = ev.o,
+    pending_json = cjson.encode({ u = ev.u, i = ev.i, s = ev.s, c = ev.c, o = ev.o,
                                   p = batch.partition })
   end
   return pending_json
@@ -323,7 +333,7 @@ local function find_exposure(name, objective, ev, window)
   if ev.e ~= nil then
     local raw = redis.call('GET', 'pend:' .. name .. ':' .. ev.e)
     if not raw then return nil, nil, 'no_pending_exposure' end
-    local pending = cjson.decode(raw)
+    local pending = decode_pending(raw)
     if ev.t < pending.t or ev.t - pending.t > window then return nil, nil, 'outside_window' end
     return ev.e, pending
   end
@@ -340,7 +350,7 @@ local function find_exposure(name, objective, ev, window)
       else
         local id = string.sub(member, #prefix + 1)
         local raw = redis.call('GET', 'pend:' .. name .. ':' .. id)
-        if raw then return id, cjson.decode(raw) end
+        if raw then return id, decode_pending(raw) end
       end
     end
   end
@@ -377,7 +387,7 @@ local function join(ev, is_late)
       local rule = objective.feedback[ev.k]
       local id, pending, why = find_exposure(name, objective, ev, rule[2])
       if id then
-        emit(pending, id, rule[1], ev.t, ev.k, name, { batch.partition, ev.o, seq })
+        emit(pending, id, rule[1], ev.s, ev.k, name, { batch.partition, ev.o, seq })
         seq = seq + 1
         resolve(name, id, pending)
       else
@@ -402,8 +412,8 @@ local function close_windows(ev)
     for _, id in ipairs(closed) do
       local raw = redis.call('GET', 'pend:' .. name .. ':' .. id)
       if raw then
-        local pending = cjson.decode(raw)
-        emit(pending, id, objective.negative, pending.t + objective.window, nil, name,
+        local pending = decode_pending(raw)
+        emit(pending, id, objective.negative, fmt(pending.t + objective.window), nil, name,
              { batch.partition, ev.o, seq })
         seq = seq + 1
         resolve(name, id, pending)

@@ -154,8 +154,9 @@ class FeatureStore:
     def _wire(self, offset: int, event: Event) -> dict:
         exposure = event.type in self.exposure_types
         wire = {
-            "o": offset, "id": event.event_id, "t": event.ts, "s": repr(event.ts), "u": event.user_id,
-            "i": event.item_id or "", "k": event.type, "x": 1 if exposure else 0,
+            "o": offset, "id": event.event_id, "t": event.ts, "s": repr(event.ts),
+            "u": event.user_id, "i": event.item_id or "", "k": event.type,
+            "x": 1 if exposure else 0,
         }
         if exposure:
             wire["c"] = event.context

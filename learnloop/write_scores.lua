@@ -13,6 +13,9 @@ local batch = cjson.decode(ARGV[1])
 -- racing for a partition after a rebalance): writing it again could regress a newer one
 local done = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local written = 0
+-- numbers given to redis.call are formatted with %.17g each time: these once, as text
+local ttl = tostring(batch.ttl)
+local beyond_top = tostring(-(batch.top_k + 1))
 
 local function still_pending(id)
   for _, prefix in ipairs(batch.pending) do
@@ -25,12 +28,12 @@ for _, s in ipairs(batch.scores) do
   if s.offset > done then
     written = written + 1
     redis.call('HSET', s.key, unpack(s.fields))
-    redis.call('EXPIRE', s.key, batch.ttl)
+    redis.call('EXPIRE', s.key, ttl)
     if not still_pending(s.id) then redis.call('DEL', 'snap:' .. s.id) end
     if s.top ~= '' then
       redis.call('ZADD', s.top, s.score, s.item)
-      redis.call('ZREMRANGEBYRANK', s.top, 0, -(batch.top_k + 1))
-      redis.call('EXPIRE', s.top, batch.ttl)
+      redis.call('ZREMRANGEBYRANK', s.top, '0', beyond_top)
+      redis.call('EXPIRE', s.top, ttl)
     end
   end
 end

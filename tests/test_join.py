@@ -250,6 +250,22 @@ def test_examples_carry_source_times_ids_and_the_exposures_context(part):
     assert negative["features"]["u.impression|3600"] == 1.0  # e1 counted, e2 itself not
 
 
+def test_exposure_times_are_the_events_own_text_even_from_records_written_before_it(part):
+    """A pending record keeps its exposure's time as the consumer's text; one written by
+    an earlier version (a number, ``t``) still joins, either way."""
+    part.apply(ev(1, dt=0.123456), ev(2, item="i2", dt=0.5))  # offsets 0, 1
+    stored = part.store.client.get("pend:ctr:e2")
+    old_form = stored.replace(b'"s":"1767225600.5"', b'"t":1767225600.5')
+    assert b'"t":' in old_form
+    part.store.client.set("pend:ctr:e2", old_form)
+    part.apply(ev(3, "click", dt=7.25))  # offset 2: answers e1
+    part.apply(tick(4, CLOSE_S + 1))  # offset 3: e2 (the old record) turns negative
+    positive, negative = part.outbox()
+    assert (positive["exposure_ts"], positive["label_ts"]) == (repr(T0 + 0.123456), repr(T0 + 7.25))
+    assert float(negative["exposure_ts"]) == T0 + 0.5
+    assert float(negative["label_ts"]) == T0 + 0.5 + BUY_S
+
+
 def test_every_example_of_a_partition_has_a_distinct_increasing_source(redis_conn):
     quick = Objective(feedback={"click": FeedbackRule(window_s=30)}, allowed_lateness_s=0)
     part = Partition(make_store(redis_conn, {"ctr": CTR, "quick": quick}))
