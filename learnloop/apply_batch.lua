@@ -111,32 +111,6 @@ local function write_features()
   end
 end
 
--- The hash's fields as of time `at` (never earlier than its newest event `t`), without
--- the base time: each decayed field scaled from the base, one pow per half-life.
-local function as_of(state, at)
-  local ref = state['t']
-  if not ref then return state end
-  if at < ref then at = ref end
-  local base = state['b'] or ref
-  local out = {}
-  local factors = {}
-  for field, value in pairs(state) do
-    local hl = half_life_of(field)
-    if hl then
-      local factor = factors[hl]
-      if not factor then
-        factor = math.pow(2, -(at - base) / hl)
-        factors[hl] = factor
-      end
-      out[field] = value * factor
-    elseif field ~= 'b' then
-      out[field] = value
-    end
-  end
-  out['t'] = at
-  return out
-end
-
 -- The decayed fields an event type counts into: {hl, count = 'click|3600', sum = …}.
 local type_fields = {}
 local function fields_of(kind)
@@ -207,33 +181,64 @@ local function feature_keys(ev)
 end
 
 -- 'u' .. '.' .. field, memoized per prefix.
+local PREFIXES = { 'u', 'i', 'ui' }
 local snapshot_names = { u = {}, i = {}, ui = {} }
 
--- Point-in-time snapshot for an exposure: every feature as of its event time,
--- before the exposure itself is counted (numbers, 14 significant digits). Names go in
--- sorted: cjson writes a table in its iteration order, which depends on how the table
--- was filled — a snapshot must be the same bytes however the batches were cut.
+-- Point-in-time snapshot for an exposure: every feature as of its event time `at` (a
+-- hash's as of its newest event `t` if that is later), before the exposure itself is
+-- counted (numbers, 14 significant digits). Each decayed field is scaled from the hash's
+-- base time `b` (left out), one pow per half-life; a hash without `t` (written before
+-- event time was kept) is given as stored. Names go in sorted: cjson writes a table in
+-- its iteration order, which depends on how the table was filled — a snapshot must be
+-- the same bytes however the batches were cut.
 local function snapshot(current, at)
-  local snap = {}
-  for _, prefix in ipairs({ 'u', 'i', 'ui' }) do
+  local snap, empty = {}, true
+  for p = 1, #PREFIXES do
+    local prefix = PREFIXES[p]
     local state = current[prefix]
     if state then
-      local names = snapshot_names[prefix]
-      local fields = as_of(state, at)
-      local sorted = {}
-      for field in pairs(fields) do sorted[#sorted + 1] = field end
+      local names, ref = snapshot_names[prefix], state['t']
+      local when, base = at, nil
+      if ref then
+        if when < ref then when = ref end
+        base = state['b'] or ref
+      end
+      local sorted, count = {}, 0
+      for field in pairs(state) do
+        if field ~= 'b' or not ref then
+          count = count + 1
+          sorted[count] = field
+        end
+      end
       table.sort(sorted)
-      for _, field in ipairs(sorted) do
+      local factors = {}
+      for n = 1, count do
+        local field = sorted[n]
+        local value = state[field]
+        if ref then
+          local hl = half_life_of(field)
+          if hl then
+            local factor = factors[hl]
+            if not factor then
+              factor = math.pow(2, -(when - base) / hl)
+              factors[hl] = factor
+            end
+            value = value * factor
+          elseif field == 't' then
+            value = when
+          end
+        end
         local name = names[field]
         if not name then
           name = prefix .. '.' .. field
           names[field] = name
         end
-        snap[name] = fields[field]
+        snap[name] = value
+        empty = false
       end
     end
   end
-  if next(snap) == nil then return '{}' end
+  if empty then return '{}' end
   return cjson.encode(snap)
 end
 
