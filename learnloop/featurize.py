@@ -26,7 +26,7 @@ import re
 import zlib
 from collections.abc import Callable, Mapping
 from fnmatch import translate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from learnloop.settings import Settings
@@ -76,7 +76,7 @@ class Clip:
         self._patterns = [(p, re.compile(translate(p)), float(lo), float(hi))
                           for p, (lo, hi) in self.ranges.items()]
         self._memo: dict[str, tuple[str, float, float] | None] = {}
-        self._fixed: dict[_Layout, list[tuple[str, str, float, float]]] = {}
+        self._fixed: dict[_Layout, _FixedRanges] = {}
 
     def range_of(self, name: str) -> tuple[str, float, float] | None:
         """(pattern, lo, hi) of the first pattern ``name`` matches, or None."""
@@ -89,21 +89,29 @@ class Clip:
                 self._memo[name] = found
             return found
 
-    def __call__(self, x: dict[str, float], layout: _Layout | None = None) -> dict[str, float]:
-        """Clip ``x`` in place; with the ``layout`` that built ``x``, its fixed inputs go
-        through a precomputed list of ranges and only the rest (context) is looked up."""
+    def __call__(self, x: dict[str, float], layout: _Layout | None = None,
+                 set_from_snapshot: list[str] | None = None) -> dict[str, float]:
+        """Clip ``x`` in place. With the ``layout`` that built ``x``, its fixed inputs go
+        through precomputed ranges and only the rest (context) is looked up; given also
+        the fixed inputs ``set_from_snapshot``, only those and the rates are checked when
+        every other fixed input holds its unseen value and that is in range."""
         start = 0
         if layout is not None:
             fixed = self._fixed.get(layout)
             if fixed is None:
-                fixed = self._fixed[layout] = [(name, *found) for name in layout.template
-                                               if (found := self.range_of(name)) is not None]
-            for name, pattern, lo, hi in fixed:
-                value = x[name]
-                if not lo <= value <= hi:
-                    x[name] = hi if value > hi else lo
-                    if self.on_clip is not None:
-                        self.on_clip(pattern)
+                fixed = self._fixed[layout] = self._fixed_ranges(layout)
+            names = (itertools.chain(set_from_snapshot, layout.rate_names)
+                     if set_from_snapshot is not None and fixed.unseen_in_range else fixed.ranges)
+            ranges = fixed.ranges
+            for name in names:
+                found = ranges.get(name)
+                if found is not None:
+                    pattern, lo, hi = found
+                    value = x[name]
+                    if not lo <= value <= hi:
+                        x[name] = hi if value > hi else lo
+                        if self.on_clip is not None:
+                            self.on_clip(pattern)
             start = len(layout.template)
             if start == len(x):
                 return x
@@ -117,6 +125,20 @@ class Clip:
                 if self.on_clip is not None:
                     self.on_clip(found[0])
         return x
+
+    def _fixed_ranges(self, layout: _Layout) -> _FixedRanges:
+        ranges = {name: found for name in layout.template
+                  if (found := self.range_of(name)) is not None}
+        in_range = all(lo <= layout.template[name] <= hi for name, (_, lo, hi) in ranges.items())
+        return _FixedRanges(ranges, in_range)
+
+
+class _FixedRanges(NamedTuple):
+    """A layout's fixed inputs with a range: name → (pattern, lo, hi); and whether each
+    one's unseen value (the layout's template) is inside its range."""
+
+    ranges: dict[str, tuple[str, float, float]]
+    unseen_in_range: bool
 
 
 _DEFAULT_CLIP = Clip(DEFAULT_CLIP)
@@ -158,20 +180,23 @@ def featurize(
     # average number of clicks"; a type never seen counts as MAX_AGE_S old
     x = layout.template.copy()
     counts, lasts = layout.counts, layout.lasts
+    set_from_snapshot = []
     for key, value in snapshot.items():
         name = counts.get(key)
         if name is not None:
             x[name] = math.log1p(value)
+            set_from_snapshot.append(name)
             continue
         name = lasts.get(key)
         if name is not None:
             x[name] = min(max(ts - value, 0.0), MAX_AGE_S) / 3600.0
+            set_from_snapshot.append(name)
     get = snapshot.get
     for name, clicks, impressions in layout.rates:
         x[name] = smoothed_ctr(get(clicks, 0.0), get(impressions, 0.0))
     if context:
         _add_context(x, context, _named_keys(context_keys))
-    return clip(x, layout)
+    return clip(x, layout, set_from_snapshot)
 
 
 class _Layout:
@@ -195,6 +220,7 @@ class _Layout:
             name = f"{prefix}_ctr"
             self.template[name] = smoothed_ctr(0.0, 0.0)
             self.rates.append((name, f"{prefix}.click|{longest}", f"{prefix}.impression|{longest}"))
+        self.rate_names = tuple(name for name, _, _ in self.rates)
 
 
 @functools.cache

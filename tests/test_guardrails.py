@@ -131,6 +131,35 @@ def test_clip_ranges_are_settings():
                                                                       math.log1p(1e12))
 
 
+def test_only_inputs_set_from_the_snapshot_are_checked_yet_every_input_is_clipped_alike():
+    """Featurize clips just the inputs it set (the rest hold in-range unseen values); the
+    result equals clipping every input, and a range that excludes an unseen value (an
+    age capped below "never seen") still clips it, and counts it, every time."""
+    rng = random.Random(5)
+    settings = load_settings()
+    names = [f"{p}.{k}|{h}" for p in ("u", "i", "ui") for k in settings.event_types
+             for h in settings.half_lives_s] + [f"{p}.last|{k}" for p in ("u", "i", "ui")
+                                                for k in settings.event_types]
+    for ranges in (dict(settings.feature_clip), {"*_age_*_h": (0.0, 24.0), "*_[0-9]*": (0, 2)}):
+        seen: list[str] = []
+        featurize = Featurizer(settings.half_lives_s, settings.event_types,
+                               Clip(ranges, seen.append))
+        everything = Clip(ranges)
+        raw = Featurizer(settings.half_lives_s, settings.event_types, Clip({}))
+        for _ in range(200):
+            snapshot = {name: (T0 - rng.uniform(0, 9e6) if ".last|" in name
+                               else rng.choice([0.5, 3.0, 1e9, float("nan")]))
+                        for name in rng.sample(names, rng.randint(0, 12))}
+            context = {"position": rng.choice([1, 5e9])}
+            x = featurize(snapshot, T0, context)
+            expected = everything(raw(snapshot, T0, context))  # every input checked by name
+            assert x.keys() == expected.keys()
+            assert all(x[k] == expected[k] or math.isnan(x[k]) and math.isnan(expected[k])
+                       for k in x), snapshot
+        if "*_age_*_h" in ranges and ranges["*_age_*_h"][1] < 720:  # the unseen age, 720 h
+            assert seen.count("*_age_*_h") >= 200 * len(settings.event_types)
+
+
 # -- hashing: ids and context strings never become input names --------------------------------
 
 def input_grammar(settings) -> re.Pattern:
