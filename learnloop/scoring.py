@@ -95,25 +95,20 @@ class ScoreWriter:
         at or below the scored watermark are not written. The script is called by its
         SHA (no SCRIPT EXISTS per pipeline): the caller loads :attr:`script` first, and
         again when Redis answers NOSCRIPT."""
-        payload = {"ttl": self.ttl, "top_k": self.top_k, "last_offset": last_offset,
-                   "pending": self.pending,
-                   "scores": [self._wire(offset, score) for offset, score in scores]}
+        payload = [self.ttl, self.top_k, last_offset, self.pending,
+                   [self._wire(offset, score) for offset, score in scores]]
         client.evalsha(self.script.sha, 1, scored_watermark_key(topic, partition),
                        orjson.dumps(payload))
 
     @staticmethod
-    def _wire(offset: int, score: Score) -> dict:
-        return {
-            "offset": offset, "id": score.event_id,
-            "key": score_key(score.model, score.user_id, score.item_id),
-            "top": top_key(score.model, score.user_id) if score.item_id else "",
-            "item": score.item_id or "", "score": repr(score.score),
-            "fields": [
-                "score", repr(score.score), "model", score.model, "version", score.version,
-                "ts", repr(score.ts), "event_id", score.event_id, "source", score.source,
-                "scored_at", repr(score.scored_at), "explain", orjson.dumps(score.explain).decode(),
-            ],
-        }
+    def _wire(offset: int, score: Score) -> list:
+        """One score as the script reads it (see write_scores.lua): an array."""
+        return [
+            offset, score_key(score.model, score.user_id, score.item_id),
+            top_key(score.model, score.user_id) if score.item_id else "", score.item_id or "",
+            repr(score.score), score.model, score.version, repr(score.ts), score.event_id,
+            score.source, repr(score.scored_at), orjson.dumps(score.explain).decode(),
+        ]
 
 
 def score_message(score: Score) -> bytes:
