@@ -180,8 +180,8 @@ local function feature_keys(ev)
   return keys
 end
 
--- 'u' .. '.' .. field, memoized per prefix.
 local PREFIXES = { 'u', 'i', 'ui' }
+-- 'u' .. '.' .. field, memoized per prefix.
 local snapshot_names = { u = {}, i = {}, ui = {} }
 
 -- Point-in-time snapshot for an exposure: every feature as of its event time `at` (a
