@@ -24,6 +24,8 @@ FIGURES = [
     (("efficiency", "learner"), "ratio"),
     (("efficiency", "consumer", "reference"), "events_per_s"),
     (("efficiency", "learner", "reference"), "examples_per_s"),
+    (("throughput", "consumer", "long_run", "cpu_us_per_event"), "redis"),
+    (("throughput", "consumer", "long_run", "cpu_us_per_event"), "consumers"),
     (("peer",), "ratio"),
     (("peer",), "events_per_s"),
     (("freshness", "event_to_score"), "p50_ms"),

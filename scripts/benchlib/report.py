@@ -117,6 +117,7 @@ def notes(result: dict) -> list[str]:
         f"{[round(r) for r in result['throughput']['consumer']['runs']]} events/s; the "
         f"long run is {long_run['messages']:,} events; learner: median of "
         f"{len(rounds)} run(s) of up to {result['sizes']['learner_cap']:,} examples",
+        f"- CPU per event over the long run (µs): {long_run.get('cpu_us_per_event')}",
         f"- scaling: per round, 2 processes / 1 process "
         f"{result['scaling']['runs']} ({result['scaling']['partitions']} partitions)",
         f"- RSS: {rss.get('samples')} samples over the {long_run['messages']:,}-event run, "

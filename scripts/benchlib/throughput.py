@@ -159,6 +159,7 @@ def run_consumers(settings: Settings, client: redis.Redis, count: int, log_dir: 
             profiler.wait()
     result = _window(progress, max(first_applied, assigned_at, floor or 0.0), owners)
     result["cpu_cores"] = meter.between(result.pop("start"), result.pop("end"))
+    result["cpu_us_per_event"] = cpu_per_event(result["cpu_cores"], result["measured_messages"])
     result.update({
         "processes": count, "messages": progress.total,
         "method": "published, then processes started" if floor is None
@@ -261,3 +262,10 @@ def run_learner(settings: Settings, client: redis.Redis, available: int, cap: in
         "window": "first checkpoint → last checkpoint (ckpt:meta examples, published_at)",
         "cpu_cores": meter.between(first["published_at"], last["published_at"]),
     }
+
+
+def cpu_per_event(cores: dict, events: int) -> dict:
+    """Microseconds of CPU per event of each process group over the measured window:
+    steadier from run to run than a rate where the host steals CPU."""
+    return {name: round(cores[name] * cores["over_s"] / events * 1e6, 1)
+            for name in ("redis", "consumers", "broker", "machine") if events}
