@@ -295,7 +295,7 @@ local function resolve(name, id, pending)
   end
 end
 
--- Per-user pending indexes touched in this call (key → TTL), their TTLs refreshed once.
+-- Per-user pending indexes touched in this call (a set), their TTLs refreshed once.
 local pending_indexes = {}
 
 -- The pending record of exposure ``ev``: the same JSON for every objective, made once.
@@ -325,8 +325,9 @@ end
 
 local function expose(name, objective, ev)
   redis.call('SET', 'pend:' .. name .. ':' .. ev.id, pending_record(ev), 'EX', snapshot_ttl)
-  redis.call('ZADD', 'pendu:' .. name .. ':' .. ev.u, ev.s, ev.i .. '\t' .. ev.id)
-  pending_indexes['pendu:' .. name .. ':' .. ev.u] = snapshot_ttl
+  local index = 'pendu:' .. name .. ':' .. ev.u
+  redis.call('ZADD', index, ev.s, ev.i .. '\t' .. ev.id)
+  pending_indexes[index] = true
   local window_end = ev.t + objective.window
   redis.call('ZADD', 'due:' .. name .. ':' .. suffix, window_end, ev.id)
   if window_end < (earliest_due[name] or -math.huge) then earliest_due[name] = window_end end
@@ -498,7 +499,7 @@ for _, ev in ipairs(batch.events) do
   if ev.o > highest then highest = ev.o end
 end
 write_features()
-for key, ttl in pairs(pending_indexes) do redis.call('EXPIRE', key, ttl) end
+for key in pairs(pending_indexes) do redis.call('EXPIRE', key, snapshot_ttl) end
 for field, n in pairs(counters) do redis.call('HINCRBY', KEYS[2], field, n) end
 if highest > applied then
   redis.call('SET', KEYS[1], highest)

@@ -9,14 +9,14 @@
 -- needs its snapshot no more: it is dropped (see apply_batch.lua).
 
 local batch = cjson.decode(ARGV[1])
-local top_k, last_offset, pending, scores = batch[2], batch[3], batch[4], batch[5]
+-- numbers given to redis.call are formatted with %.17g each time: TTL and rank as text once
+local ttl, top_k, last_offset, pending, scores = tostring(batch[1]), batch[2], batch[3],
+                                                 batch[4], batch[5]
+local beyond_top = tostring(-(top_k + 1))
 -- a score at or below the watermark was written before (a redelivery, or two members
 -- racing for a partition after a rebalance): writing it again could regress a newer one
 local done = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local written = 0
--- numbers given to redis.call are formatted with %.17g each time: these once, as text
-local ttl = tostring(batch[1])
-local beyond_top = tostring(-(top_k + 1))
 
 local function still_pending(id)
   for _, prefix in ipairs(pending) do

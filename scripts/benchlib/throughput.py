@@ -267,5 +267,7 @@ def run_learner(settings: Settings, client: redis.Redis, available: int, cap: in
 def cpu_per_event(cores: dict, events: int) -> dict:
     """Microseconds of CPU per event of each process group over the measured window:
     steadier from run to run than a rate where the host steals CPU."""
+    if not events:
+        return {}
     return {name: round(cores[name] * cores["over_s"] / events * 1e6, 1)
-            for name in ("redis", "consumers", "broker", "machine") if events}
+            for name in ("redis", "consumers", "broker", "machine")}
