@@ -11,6 +11,9 @@ Zipf-like users and items). It measures, with the machine's description:
   produced (first → last checkpoint);
 - efficiency: learnloop's throughput over the same model calls in-process, River alone;
 - peer: learnloop's throughput over a tutorial-style per-event loop on the same events;
+- the Kafka floor: kafka-python alone passing the same events through (one message out
+  per exposure, nothing else) — the ceiling of any consumer built on it, and the share
+  of the consumer's CPU per event that is Kafka's;
 - freshness: event → score visible in Redis (p50/p95/p99) while publishing at half the
   measured maximum, and label → the served model version that learned it;
 - scaling: two interactions consumer processes vs one (4 partitions);
@@ -40,7 +43,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchlib import freshness, machine, peer, reference, report  # noqa: E402
+from benchlib import floor, freshness, machine, peer, reference, report  # noqa: E402
 from benchlib import procs as processes  # noqa: E402
 from benchlib.cpu import CpuMeter, stack_pids  # noqa: E402
 from benchlib.footprint import measure as measure_footprint  # noqa: E402
@@ -70,6 +73,7 @@ class Sizes:
     repeats: int = 3  # in-process reference
     peer_events: int = 10_000
     peer_repeats: int = 3
+    floor_events: int = 200_000  # the Kafka floor: kafka-python alone, same events
     freshness_s: float = 30.0
     freshness_tail_s: float = 4.0  # publishing goes on so late labels reach a served model
     memory_samples: int = 5_000
@@ -78,7 +82,8 @@ class Sizes:
 #: Under a minute at today's ~2,000 events/s: the RSS run is 12,000 impressions, not 50,000.
 QUICK = Sizes(main_impressions=12_000, learner_cap=4_000, rounds=1,
               round_impressions=6_000, reference_examples=3_000, reference_exposures=10_000,
-              peer_events=1_500, peer_repeats=1, freshness_s=3.0, freshness_tail_s=2.5,
+              peer_events=1_500, peer_repeats=1, floor_events=5_000, freshness_s=3.0,
+              freshness_tail_s=2.5,
               memory_samples=1_000)
 
 
@@ -147,7 +152,8 @@ def settings_note(settings: Settings) -> dict:
 
 
 def main_phase(bench: Bench) -> None:
-    """The long run, then footprint, in-process reference and peer on its events."""
+    """The long run, then footprint, in-process reference, peer and Kafka floor on its
+    events."""
     sizes = bench.sizes
     with running_stack(bench.base) as settings:
         client = redis_client(settings)
@@ -164,9 +170,11 @@ def main_phase(bench: Bench) -> None:
         peers = [peer.run_peer(settings, client, sizes.peer_events, f"peer{n}")
                  for n in range(sizes.peer_repeats)]
         log(f"peer {median([p['events_per_s'] for p in peers]):,.0f} events/s")
+        kafka_floor = floor.run_floor(settings, sizes.floor_events)
+        log(f"Kafka floor {kafka_floor['events_per_s']:,.0f} events/s")
         client.close()
     bench.out.update({"workload": {**asdict(workload), **published}, "rounds": [result],
-                      "reference": refs, "peer_runs": peers})
+                      "reference": refs, "peer_runs": peers, "floor": kafka_floor})
 
 
 def rounds_phase(bench: Bench) -> None:
@@ -274,6 +282,8 @@ def summarize(bench: Bench) -> dict:
         },
         "peer": {"ratio": round(consumer["median"] / median(peers), 2),
                  "events_per_s": median(peers), "runs": out["peer_runs"]},
+        "floor": {**out["floor"],
+                  "consumer_ratio": round(consumer["median"] / out["floor"]["events_per_s"], 3)},
         "freshness": out["freshness"],
         "scaling": {"ratio": round(median(ratios), 3), "runs": [round(x, 3) for x in ratios],
                     "partitions": out["settings"]["partitions"],

@@ -28,6 +28,9 @@ FIGURES = [
     (("throughput", "consumer", "long_run", "cpu_us_per_event"), "consumers"),
     (("peer",), "ratio"),
     (("peer",), "events_per_s"),
+    (("floor",), "events_per_s"),
+    (("floor",), "cpu_us_per_event"),
+    (("floor",), "consumer_ratio"),
     (("freshness", "event_to_score"), "p50_ms"),
     (("freshness", "event_to_score"), "p95_ms"),
     (("freshness", "event_to_score"), "p99_ms"),
@@ -53,7 +56,7 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     result = orjson.loads(out.read_bytes())
 
-    for section in ("machine", "throughput", "efficiency", "peer", "freshness", "scaling",
+    for section in ("machine", "throughput", "efficiency", "peer", "floor", "freshness", "scaling",
                     "footprint", "targets"):
         assert section in result, f"section {section!r} missing"
     for path, figure in FIGURES:
@@ -63,6 +66,9 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
         value = where[figure]
         assert isinstance(value, int | float) and value > 0, f"{'.'.join(path)}.{figure}={value!r}"
     assert isinstance(result["footprint"]["rss"]["flat"], bool)
+    floor = result["floor"]  # every event read, one message out per exposure (not clicks)
+    assert floor["events"] == result["sizes"]["floor_events"]
+    assert 0 < floor["sent"] < floor["events"]
     for key in ("cpu_model", "python", "river", "redis_py", "kafka_python", "redis_server"):
         assert result["machine"][key]
     assert {row["name"] for row in result["targets"]} >= {"consumer, one process", "learner"}

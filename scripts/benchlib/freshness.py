@@ -158,10 +158,7 @@ class Poller(threading.Thread):
                 else:
                     still.append(exposure)
             unacked = still
-            pipe = self.client.pipeline(transaction=False)
-            for key in self.marks:
-                pipe.get(key)
-            marks = [-1 if m is None else int(m) for m in pipe.execute()]
+            marks = [-1 if m is None else int(m) for m in self.client.mget(self.marks)]
             now = time.time()
             seen = []
             for heap, mark in zip(waiting, marks, strict=True):
