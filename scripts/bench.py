@@ -135,6 +135,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="consumer rounds, the long run included")
     parser.add_argument("--learner-cap", type=int)
     parser.add_argument("--peer-events", type=int)
+    parser.add_argument("--floor-events", type=int)
     parser.add_argument("--freshness-s", type=float)
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                         help="py-spy the long run's consumer for SECONDS (slows it a little)")
