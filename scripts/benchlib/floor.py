@@ -2,8 +2,8 @@
 
 A pass-through over the same events as the consumer: ``poll`` every record, parse it
 (orjson), and send one message per exposure (what the consumer sends: one score each),
-keyed by user, with the consumer's producer settings (linger 100 ms, 1 MiB batches, acks
-all) and one flush per poll. No validation, no Redis, no model. Any consumer built on
+keyed by user, with the consumer's producer settings (its linger and batch size, acks all)
+and one flush per poll. No validation, no Redis, no model. Any consumer built on
 kafka-python that publishes one message per score runs at most this fast here; its CPU
 per event is the part of the consumer's that is Kafka's.
 """
@@ -15,10 +15,10 @@ import time
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
 
-from learnloop.connect import admin_client, kafka_security
+from benchlib.topics import ensure_topic
+from consumers.interactions import BATCH_BYTES, LINGER_MS
+from learnloop.connect import kafka_security
 from learnloop.settings import Settings
 
 OUT_TOPIC = "floor-out"
@@ -27,18 +27,13 @@ OUT_TOPIC = "floor-out"
 def run_floor(settings: Settings, limit: int) -> dict:
     """Pass the first ``limit`` events of the interactions topic through; events/s and CPU
     per event of this process (its kafka-python threads included)."""
-    admin = admin_client(settings)
-    try:
-        admin.create_topics([NewTopic(OUT_TOPIC, settings.partitions, 1)])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        admin.close()
+    ensure_topic(settings, OUT_TOPIC)
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                              max_poll_records=settings.max_poll_records,
                              **kafka_security(settings))
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                             linger_ms=100, batch_size=1024 * 1024, **kafka_security(settings))
+                             linger_ms=LINGER_MS, batch_size=BATCH_BYTES,
+                             **kafka_security(settings))
     exposures = set(settings.exposure_types)
     parts = [TopicPartition(settings.topic_interactions, p) for p in range(settings.partitions)]
     consumer.assign(parts)

@@ -18,11 +18,10 @@ import time
 
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
 
 import models
-from learnloop.connect import admin_client, kafka_security
+from benchlib.topics import ensure_topic
+from learnloop.connect import kafka_security
 from learnloop.featurize import featurize
 from learnloop.settings import Settings
 
@@ -41,13 +40,7 @@ def _snapshot(hashes: list[tuple[str, dict]], half_lives: tuple[int, ...]) -> di
 
 def run_peer(settings: Settings, client: redis.Redis, limit: int, tag: str) -> dict:
     """Process the first ``limit`` events of the interactions topic; events/s."""
-    admin = admin_client(settings)
-    try:
-        admin.create_topics([NewTopic(SCORES_TOPIC, settings.partitions, 1)])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        admin.close()
+    ensure_topic(settings, SCORES_TOPIC)
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                              enable_auto_commit=False, **kafka_security(settings))
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
