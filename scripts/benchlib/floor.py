@@ -25,8 +25,9 @@ OUT_TOPIC = "floor-out"
 
 
 def run_floor(settings: Settings, limit: int) -> dict:
-    """Pass the first ``limit`` events of the interactions topic through; events/s and CPU
-    per event of this process (its kafka-python threads included)."""
+    """Pass the first ``limit`` events of the interactions topic (or all it holds, if
+    fewer) through; events/s and CPU per event of this process (its kafka-python threads
+    included)."""
     ensure_topic(settings, OUT_TOPIC)
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                              max_poll_records=settings.max_poll_records,
@@ -38,6 +39,11 @@ def run_floor(settings: Settings, limit: int) -> dict:
     parts = [TopicPartition(settings.topic_interactions, p) for p in range(settings.partitions)]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
+    limit = min(limit, sum(consumer.end_offsets(parts).values()))  # never wait for more
+    if limit < 1:
+        consumer.close()
+        raise ValueError("the Kafka floor needs at least one event (--floor-events, and a "
+                         "published interactions topic)")
     done = sent = 0
     started = cpu = None
     try:
