@@ -32,10 +32,6 @@ def run_floor(settings: Settings, limit: int) -> dict:
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                              max_poll_records=settings.max_poll_records,
                              **kafka_security(settings))
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                             linger_ms=LINGER_MS, batch_size=BATCH_BYTES,
-                             **kafka_security(settings))
-    exposures = set(settings.exposure_types)
     parts = [TopicPartition(settings.topic_interactions, p) for p in range(settings.partitions)]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
@@ -44,6 +40,10 @@ def run_floor(settings: Settings, limit: int) -> dict:
         consumer.close()
         raise ValueError("the Kafka floor needs at least one event (--floor-events, and a "
                          "published interactions topic)")
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                             linger_ms=LINGER_MS, batch_size=BATCH_BYTES,
+                             **kafka_security(settings))
+    exposures = set(settings.exposure_types)
     done = sent = 0
     started = cpu = None
     try:
