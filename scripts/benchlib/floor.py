@@ -14,9 +14,9 @@ import os
 import time
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
-from benchlib.topics import ensure_topic
+from benchlib.topics import ensure_topic, read_from_start
 from consumers.interactions import BATCH_BYTES, LINGER_MS
 from learnloop.connect import kafka_security
 from learnloop.settings import Settings
@@ -29,12 +29,8 @@ def run_floor(settings: Settings, limit: int) -> dict:
     fewer) through; events/s and CPU per event of this process (its kafka-python threads
     included)."""
     ensure_topic(settings, OUT_TOPIC)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                             max_poll_records=settings.max_poll_records,
-                             **kafka_security(settings))
-    parts = [TopicPartition(settings.topic_interactions, p) for p in range(settings.partitions)]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
+    consumer, parts = read_from_start(settings, settings.topic_interactions,
+                                      max_poll_records=settings.max_poll_records)
     limit = min(limit, sum(consumer.end_offsets(parts).values()))  # never wait for more
     if limit < 1:
         consumer.close()

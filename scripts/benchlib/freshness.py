@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 
 import orjson
 import redis
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from benchlib.cpu import CpuMeter
 from benchlib.stats import percentile, summary_ms, summary_s
+from benchlib.topics import read_from_start
 from benchlib.workload import Workload
 from learnloop import examples
 from learnloop.connect import kafka_security
@@ -223,14 +224,9 @@ def warm_up(settings: Settings, client: redis.Redis, timeout_s: float = 60.0) ->
 
 def positive_offsets(settings: Settings) -> dict[str, tuple[int, int]]:
     """exposure_id → (examples partition, offset) of every positive example."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                             enable_auto_commit=False, max_poll_records=5000,
-                             **kafka_security(settings))
+    consumer, parts = read_from_start(settings, settings.topic_examples, max_poll_records=5000)
     found: dict[str, tuple[int, int]] = {}
     try:
-        parts = [TopicPartition(settings.topic_examples, p) for p in range(settings.partitions)]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
         end = consumer.end_offsets(parts)
         remaining = sum(end.values())
         while remaining > 0:

@@ -17,10 +17,10 @@ import json
 import time
 
 import redis
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 import models
-from benchlib.topics import ensure_topic
+from benchlib.topics import ensure_topic, read_from_start
 from learnloop.connect import kafka_security
 from learnloop.featurize import featurize
 from learnloop.settings import Settings
@@ -41,16 +41,12 @@ def _snapshot(hashes: list[tuple[str, dict]], half_lives: tuple[int, ...]) -> di
 def run_peer(settings: Settings, client: redis.Redis, limit: int, tag: str) -> dict:
     """Process the first ``limit`` events of the interactions topic; events/s."""
     ensure_topic(settings, SCORES_TOPIC)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                             enable_auto_commit=False, **kafka_security(settings))
+    consumer, _ = read_from_start(settings, settings.topic_interactions)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
                              **kafka_security(settings))
     model = models.build(settings.champion)
     exposures = set(settings.exposure_types)
     half_lives, types = settings.half_lives_s, settings.event_types
-    parts = [TopicPartition(settings.topic_interactions, p) for p in range(settings.partitions)]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
     done, first = 0, None
     try:
         while done < limit:

@@ -18,12 +18,10 @@ from __future__ import annotations
 import itertools
 import time
 
-from kafka import KafkaConsumer, TopicPartition
-
 import models
 from benchlib.stats import median
+from benchlib.topics import read_from_start
 from learnloop import examples
-from learnloop.connect import kafka_security
 from learnloop.featurize import featurize
 from learnloop.settings import Settings
 
@@ -32,13 +30,8 @@ Sample = tuple[dict[str, float], float, dict, bool]
 
 def read_examples(settings: Settings, limit: int) -> list[Sample]:
     """Up to ``limit`` examples from the examples topic, as (snapshot, ts, context, y)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                             enable_auto_commit=False, max_poll_records=5000,
-                             **kafka_security(settings))
+    consumer, parts = read_from_start(settings, settings.topic_examples, max_poll_records=5000)
     try:
-        parts = [TopicPartition(settings.topic_examples, p) for p in range(settings.partitions)]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
         remaining = sum(consumer.end_offsets(parts).values())  # messages
         out: list[Sample] = []
         while remaining > 0 and len(out) < limit:

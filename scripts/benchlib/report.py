@@ -112,7 +112,7 @@ def notes(result: dict) -> list[str]:
     long_run = rounds[0]["one_process"]
     rss = result["footprint"]["rss"]
     fresh = result["freshness"]
-    floor = result.get("floor", {})
+    floor = result["floor"]
     return [
         f"- consumer: median of {len(rounds)} one-process run(s) "
         f"{[round(r) for r in result['throughput']['consumer']['runs']]} events/s; the "
@@ -120,9 +120,9 @@ def notes(result: dict) -> list[str]:
         f"{len(rounds)} run(s) of up to {result['sizes']['learner_cap']:,} examples",
         f"- CPU per event over the long run (µs): {long_run.get('cpu_us_per_event')}",
         f"- Kafka floor (kafka-python alone: poll, parse, one message out per exposure): "
-        f"{_fmt(floor.get('events_per_s'))} events/s, {floor.get('cpu_us_per_event')} µs of "
-        f"CPU per event over {_fmt(floor.get('events'))} events; the consumer does "
-        f"{floor.get('consumer_ratio')} of it",
+        f"{_fmt(floor['events_per_s'])} events/s, {floor['cpu_us_per_event']} µs of "
+        f"CPU per event over {_fmt(floor['events'])} events; the consumer does "
+        f"{floor['consumer_ratio']} of it",
         f"- scaling: per round, 2 processes / 1 process "
         f"{result['scaling']['runs']} ({result['scaling']['partitions']} partitions)",
         f"- RSS: {rss.get('samples')} samples over the {long_run['messages']:,}-event run, "
