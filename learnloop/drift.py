@@ -147,35 +147,47 @@ class DriftMonitor:
 
     def observe_features(self, objective: str, x: dict[str, float], ts: float,
                          where: str) -> list[Alert]:
-        """Feature drift on the first ``max_features`` numeric inputs seen (a bounded set)."""
+        """Feature drift on the first ``max_features`` numeric inputs seen (a bounded set).
+        (Each watch is updated inline, as :meth:`_Watch.update` does: ~16 per example.)"""
         if len(self.features) < self.max_features:
             for name in sorted(x):
                 if name not in self.features and len(self.features) < self.max_features:
                     self.features.append(name)
         alerts: list[Alert] = []
-        watches = self.watches
-        for name, key in self._feature_keys(objective):
+        for name, key, watch in self._feature_watches(objective):
             value = x.get(name)
             if value is not None:
-                watch = watches.get(key) or self._new_watch(key)
-                if watch.update(value):
+                detector = watch.detector
+                detector.update(value)
+                mean = watch.mean
+                mean.n += 1
+                mean.total += value
+                watch.recent.values.append(value)
+                if detector.drift_detected:
                     alerts += self._alert(key, watch, value, ts, where)
         return alerts
 
-    def _feature_keys(self, objective: str) -> list[tuple[str, tuple[str, str]]]:
-        """(input name, watch key) of each watched input of ``objective``, memoized until
-        the set of watched inputs grows (a checkpoint from before the memo has none)."""
-        memo = self.__dict__.setdefault("_feature_memo", {})
+    def _feature_watches(self, objective: str) -> list[tuple[str, tuple[str, str], _Watch]]:
+        """(input name, watch key, watch) of each watched input of ``objective``, memoized
+        until the set of watched inputs grows (not pickled: rebuilt after a restart)."""
+        memo = self.__dict__.setdefault("_feature_watches_memo", {})
         found = memo.get(objective)
         if found is None or len(found) != len(self.features):
-            found = memo[objective] = [(name, (f"objective:{objective}", f"feature:{name}"))
-                                       for name in self.features]
+            keys = [(name, (f"objective:{objective}", f"feature:{name}"))
+                    for name in self.features]
+            found = memo[objective] = [(name, key, self.watches.get(key)
+                                        or self._new_watch(key)) for name, key in keys]
         return found
 
     def forget(self, model: str) -> None:
         """Drop a model's detectors (after a reset, its loss starts a new story)."""
         for key in [k for k in self.watches if k[0] == model]:
             del self.watches[key]
+        self.__dict__.pop("_feature_watches_memo", None)
+
+    def __getstate__(self) -> dict:
+        """Everything but the memos (older checkpoints may hold ``_feature_memo``)."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_feature_")}
 
     def _observe(self, model: str, signal: str, value: float, ts: float,
                  where: str) -> list[Alert]:
