@@ -430,15 +430,70 @@ local function close_windows(ev)
   end
 end
 
--- Where an event came from: its partition's watermark key and its offset.
-local function origin(ev) return KEYS[1] .. '@' .. ev.o end
+-- Where an event came from: its partition and offset.
+local function origin(ev) return batch.partition .. '@' .. ev.o end
 
 local function too_late(ev) return ev.t < newest - batch.lateness end
 
--- The de-duplication marker: the origin, plus '<' and the newest event time if too late.
-local function seen_marker(ev)
-  if too_late(ev) then return origin(ev) .. '<' .. fmt(newest) end
-  return origin(ev)
+-- De-duplication. dedup:{user} is a hash of the user's recent event ids, each marked
+-- "{second}|{origin}" (plus '<' and the newest event time if too late to apply), the
+-- second being the partition's newest event time when it came; the key's TTL (dedup_ttl
+-- of wall time, refreshed on write) drops the hash of a user gone quiet. On every
+-- PRUNE_EVERY-th offset written (deterministic, so a replay prunes alike) the user's
+-- markers older than dedup_ttl of event time are dropped — but not one of this
+-- partition above its scored watermark: a restart replays those offsets, and their
+-- verdicts must come back the same. Markers written before this layout (seen:{event_id}:
+-- the watermark key, '@' and the offset) are still read for events no newer than the
+-- partition's newest event time when this layout first ran on it (wm:dedup:{topic}:{partition}).
+local PRUNE_EVERY = 16
+local legacy_key = 'wm:dedup:' .. suffix
+local legacy_until = tonumber(redis.call('GET', legacy_key) or '')
+if not legacy_until then
+  legacy_until = applied >= 0 and newest or -1e308
+  redis.call('SET', legacy_key, fmt(legacy_until))
+end
+local dedup_touched = {}
+
+local function dedup_key(ev) return 'dedup:' .. ev.u end
+
+local function prune(key)
+  local horizon = newest - batch.dedup_ttl
+  local flat, old = redis.call('HGETALL', key), {}
+  for n = 1, #flat, 2 do
+    local second, p, o = string.match(flat[n + 1], '^(%-?%d+)|(%d+)@(%d+)')
+    if tonumber(second) < horizon and (tonumber(p) ~= batch.partition or tonumber(o) <= scored) then
+      old[#old + 1] = flat[n]
+    end
+  end
+  for n = 1, #old, 1000 do
+    redis.call('HDEL', key, unpack(old, n, math.min(n + 999, #old)))
+  end
+end
+
+-- Remember a new event's id: false if it was seen before.
+local function remember(ev)
+  if ev.t <= legacy_until and redis.call('EXISTS', 'seen:' .. ev.id) == 1 then return false end
+  local key = dedup_key(ev)
+  local marker = string.format('%d', math.floor(math.max(newest, ev.t))) .. '|' .. origin(ev)
+  if too_late(ev) then marker = marker .. '<' .. fmt(newest) end
+  if redis.call('HSETNX', key, ev.id, marker) == 0 then return false end
+  if ev.o % PRUNE_EVERY == 0 then prune(key) end
+  dedup_touched[key] = true
+  return true
+end
+
+-- The marker of an event at or below the watermark, without its second (nil if none).
+local function stored_marker(ev)
+  local marker = redis.call('HGET', dedup_key(ev), ev.id)
+  if marker then return string.match(marker, '|(.*)$') end
+  if ev.t <= legacy_until then
+    marker = redis.call('GET', 'seen:' .. ev.id)
+    local prefix = KEYS[1] .. '@'
+    if marker and string.sub(marker, 1, #prefix) == prefix then
+      return batch.partition .. '@' .. string.sub(marker, #prefix + 1)
+    end
+    return marker
+  end
 end
 
 -- For an event at or below the watermark: the newest event time it was too late for, if any.
@@ -462,7 +517,7 @@ for _, ev in ipairs(batch.events) do
   if ev.r ~= nil then
     if ev.o > applied then count('rejected:' .. ev.r) end
   elseif ev.o <= applied then
-    local seen = redis.call('GET', 'seen:' .. ev.id)
+    local seen = stored_marker(ev)
     local late_for = was_late(ev, seen)
     if late_for then
       report(ev.o, '"late"', late_for)
@@ -470,7 +525,7 @@ for _, ev in ipairs(batch.events) do
       local stored = redis.call('GET', 'snap:' .. ev.id)
       report(ev.o, '"replay"', stored)
     end
-  elseif not redis.call('SET', 'seen:' .. ev.id, seen_marker(ev), 'NX', 'EX', dedup_ttl) then
+  elseif not remember(ev) then
     report(ev.o, '"dup"')
     count('duplicates')
   elseif too_late(ev) then
@@ -499,6 +554,7 @@ for _, ev in ipairs(batch.events) do
   if ev.o > highest then highest = ev.o end
 end
 write_features()
+for key in pairs(dedup_touched) do redis.call('EXPIRE', key, dedup_ttl) end
 for key in pairs(pending_indexes) do redis.call('EXPIRE', key, snapshot_ttl) end
 for field, n in pairs(counters) do redis.call('HINCRBY', KEYS[2], field, n) end
 if highest > applied then

@@ -30,14 +30,15 @@ log = logging.getLogger("learnloop.connect")
 #: out on purpose: CONFIG GET can read ``requirepass``. See :func:`redis_acl_rules`.
 REDIS_KEY_PATTERNS = (
     "wm:*", "etw:*", "stats:*", "outbox:*",  # watermarks, counters, example outboxes
-    "fu:*", "fi:*", "fui:*", "snap:*", "seen:*",  # features, snapshots, de-duplication
+    "fu:*", "fi:*", "fui:*", "snap:*", "dedup:*",  # features, snapshots, de-duplication
+    "seen:*",  # de-duplication markers of versions before dedup:, read while they last
     "pend:*", "pendu:*", "due:*",  # the join's pending exposures
     "score:*", "top:*", "ckpt:*", "model:*",  # scores, checkpoints, model metrics
     "serving", "serving:*", "drift:*",  # champion, promotions, drift alerts
 )
 REDIS_COMMANDS = (
     "ping", "select", "get", "set", "incrby", "del", "exists", "expire", "scan",
-    "hget", "hset", "hdel", "hgetall", "hincrby",
+    "hget", "hset", "hsetnx", "hdel", "hgetall", "hincrby",
     "rpush", "lpos", "lrange", "ltrim",
     "zadd", "zrem", "zrevrange", "zrangebyscore", "zrevrangebyscore", "zremrangebyrank",
     "xadd", "xrevrange", "multi", "exec", "discard",

@@ -12,8 +12,10 @@ Key layout (every feature key has a TTL; watermark keys never expire):
   gives them as of any later time); ``last|{type}`` the newest event time of that type.
 - ``snap:{event_id}`` — JSON point-in-time snapshot of an exposure's features, kept
   until the exposure is both scored and resolved in every objective (or its TTL).
-- ``seen:{event_id}`` — de-duplication marker (the event's origin; for an event too late
-  to apply, also the newest event time it was late for), with a TTL.
+- ``dedup:{user}`` — de-duplication: a hash of the user's event ids of the last
+  ``dedup_ttl_s`` of event time, each with its second and origin (for an event too late
+  to apply, also the newest event time it was late for), with a TTL. Markers of older
+  versions (``seen:{event_id}``) are still read until ``wm:dedup:{topic}:{partition}``.
 - ``wm:features:{topic}:{partition}`` — last applied offset.
 - ``etw:{topic}:{partition}`` — newest event time applied (the event-time watermark's base).
 - ``outbox:{topic}:{partition}`` — labeled examples not yet published to Kafka.

@@ -139,7 +139,7 @@ def test_feature_keys_expire_and_watermarks_do_not(store, redis_conn, settings):
     apply(store, [ev(1), ev(2, "click", dt=5, value=1.0), ev(3, "impression", item=None)])
     apply(store, [ev(4, "click", user="u2", item="i2")], first_offset=3, partition=1)
     ttls = {k.decode(): redis_conn.ttl(k) for k in redis_conn.scan_iter()}
-    expiring = ("fu:", "fi:", "fui:", "snap:", "seen:", "pend:", "pendu:")
+    expiring = ("fu:", "fi:", "fui:", "snap:", "dedup:", "pend:", "pendu:")
     durable = ("wm:", "etw:", "due:", "stats:", "outbox:")  # never expire
     by_prefix = {p: [k for k in ttls if k.startswith(p)] for p in expiring + durable}
     assert all(by_prefix.values()), f"a key family is missing: {by_prefix}"
@@ -153,7 +153,7 @@ def test_feature_keys_expire_and_watermarks_do_not(store, redis_conn, settings):
     assert 0 < ttls["fu:u1"] <= settings.feature_ttl_s
     longest = max(o.window_s + o.allowed_lateness_s for o in settings.objectives.values())
     assert longest < ttls["snap:e1"] <= max(settings.snapshot_ttl_s, longest + 86_400)
-    assert 0 < ttls["seen:e1"] <= settings.dedup_ttl_s
+    assert 0 < ttls["dedup:u1"] <= settings.dedup_ttl_s
 
 
 # -- (d) replay ----------------------------------------------------------------------------
@@ -191,6 +191,56 @@ def test_repeated_event_id_at_a_new_offset_is_a_dup_and_not_counted(store, redis
     assert redis_conn.hgetall(STATS_KEY) == {b"events": b"1", b"exposures": b"1",
                                              b"duplicates": b"2"}
     assert store.applied_offset(TOPIC, 0) == 2
+
+
+DEDUP_WINDOW_S = 3600
+
+
+def test_ids_older_than_the_dedup_window_in_event_time_are_forgotten_and_their_repeats_late(
+    redis_conn,
+):
+    objectives = {name: objective.model_copy(update={"allowed_lateness_s": LATENESS_S})
+                  for name, objective in DEFAULT_OBJECTIVES.items()}
+    store = FeatureStore(redis_conn, load_settings(objectives=objectives,
+                                                   dedup_ttl_s=DEDUP_WINDOW_S))
+    old = [ev(n, "click", dt=n) for n in range(3)]
+    apply(store, old)
+    redis_conn.set(f"wm:scores:{TOPIC}:0", 1)  # e0, e1 scored: a restart resumes after them
+    later = [ev(n, "click", dt=DEDUP_WINDOW_S + 60 + n) for n in range(3, 20)]
+    # offset 16 prunes e0 and e1: older than the window, and scored; e2 is not scored yet
+    apply(store, later, first_offset=3)
+    marks = {k.decode(): v.decode() for k, v in redis_conn.hgetall("dedup:u1").items()}
+    assert sorted(marks, key=lambda k: int(k[1:])) == [f"e{n}" for n in range(2, 20)]
+    assert marks["e5"] == f"{int(T0) + DEDUP_WINDOW_S + 60 + 5}|0@5"  # second|partition@offset
+    assert 0 < redis_conn.ttl("dedup:u1") <= DEDUP_WINDOW_S
+
+    again = apply(store, [old[0], later[-1]], first_offset=20)
+    assert [(o.offset, o.status) for o in again.outcomes] == [(20, "late"), (21, "dup")]
+    stats = redis_conn.hgetall(STATS_KEY)
+    assert (stats[b"events"], stats[b"duplicates"], stats[b"rejected:too_late"]) == (
+        b"20", b"1", b"1")
+    late_mark = f"{int(T0) + DEDUP_WINDOW_S + 79}|0@20<".encode()  # newest then, origin
+    assert redis_conn.hget("dedup:u1", "e0").startswith(late_mark)
+
+
+def test_markers_of_the_previous_layout_still_catch_repeats_and_replays(store, redis_conn):
+    """A deployment upgraded from ``seen:{event_id}`` markers: repeats of events applied
+    before the upgrade are duplicates, and their offsets replay as before."""
+    first = apply(store, [ev(1), ev(2, "click", dt=5)])
+    for key in ("dedup:u1", f"wm:dedup:{TOPIC}:0"):  # as the previous version left it
+        redis_conn.delete(key)
+    redis_conn.set("seen:e1", f"wm:features:{TOPIC}:0@0", ex=3600)
+    redis_conn.set("seen:e2", f"wm:features:{TOPIC}:0@1", ex=3600)
+    redis_conn.set("seen:e3", f"wm:features:{TOPIC}:0@7", ex=3600)  # an id reused later
+
+    replay = apply(store, [ev(1), ev(2, "click", dt=5)])
+    assert [(o.offset, o.status, o.snapshot) for o in replay.outcomes] == [
+        (0, "replay", first.outcomes[0].snapshot)]
+    later = apply(store, [ev(1), ev(2, "click", dt=5), ev(3, dt=6)], first_offset=2)
+    assert [(o.offset, o.status) for o in later.outcomes] == [(2, "dup"), (3, "dup"),
+                                                              (4, "new")]
+    assert float(redis_conn.get(f"wm:dedup:{TOPIC}:0")) == T0 + 5  # the newest then
+    assert redis_conn.ttl(f"wm:dedup:{TOPIC}:0") == -1
 
 
 # -- (f) point-in-time snapshots -----------------------------------------------------------

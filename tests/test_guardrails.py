@@ -358,11 +358,11 @@ def test_ten_users_flooding_flipped_labels_move_the_held_out_metric_less_than_th
 
 #: Every key family learnloop writes, and its TTL decision: a family not listed fails the
 #: test until someone decides. Expiring ones grow with users, items and exposures.
-EXPIRING = ("fu:*", "fi:*", "fui:*", "snap:*", "seen:*", "pend:*", "pendu:*", "score:*",
+EXPIRING = ("fu:*", "fi:*", "fui:*", "snap:*", "dedup:*", "pend:*", "pendu:*", "score:*",
             "top:*", "drift:sent:*")
 #: Exactly-once bookkeeping, checkpoints and serving: few keys, never expire (an evicted
 #: or expired watermark would re-apply a partition).
-DURABLE = ("wm:features:*", "wm:scores:*", "etw:*", "due:*", "outbox:*",
+DURABLE = ("wm:features:*", "wm:scores:*", "wm:dedup:*", "etw:*", "due:*", "outbox:*",
            "stats:interactions", "ckpt:*", "model:metrics:*", "serving", "serving:history",
            "serving:auto:*", "drift:alerts")
 #: Families this run does not make: drained outboxes, drift alerts, automatic promotions.
