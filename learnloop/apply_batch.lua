@@ -439,8 +439,8 @@ local function too_late(ev) return ev.t < newest - batch.lateness end
 -- "{second}|{origin}" (plus '<' and the newest event time if too late to apply), the
 -- second being the partition's newest event time when it came; the key's TTL (dedup_ttl
 -- of wall time, refreshed on write) drops the hash of a user gone quiet. On every
--- PRUNE_EVERY-th offset written (deterministic, so a replay prunes alike) the user's
--- markers older than dedup_ttl of event time are dropped — but not one of this
+-- PRUNE_EVERY-th offset written (deterministic, so a replay prunes alike), if due, the
+-- user's markers older than dedup_ttl of event time are dropped — but not one of this
 -- partition above its scored watermark: a restart replays those offsets, and their
 -- verdicts must come back the same. Markers written before this layout (seen:{event_id}:
 -- the watermark key, '@' and the offset) are still read for events no newer than the
@@ -456,18 +456,25 @@ local dedup_touched = {}
 
 local function dedup_key(ev) return 'dedup:' .. ev.u end
 
+-- Drop the user's markers older than the window (see above) if a prune is due: the hash's
+-- field '' (never an event id) holds when the next one is, an eighth of the window
+-- after the last, so a busy user's hash is read whole a few times per window, not per event.
 local function prune(key)
+  local due = tonumber(redis.call('HGET', key, '') or '-1e308')
+  if newest < due then return end
   local horizon = newest - batch.dedup_ttl
   local flat, old = redis.call('HGETALL', key), {}
   for n = 1, #flat, 2 do
     local second, p, o = string.match(flat[n + 1], '^(%-?%d+)|(%d+)@(%d+)')
-    if tonumber(second) < horizon and (tonumber(p) ~= batch.partition or tonumber(o) <= scored) then
+    if second and tonumber(second) < horizon
+        and (tonumber(p) ~= batch.partition or tonumber(o) <= scored) then
       old[#old + 1] = flat[n]
     end
   end
   for n = 1, #old, 1000 do
     redis.call('HDEL', key, unpack(old, n, math.min(n + 999, #old)))
   end
+  redis.call('HSET', key, '', fmt(newest + batch.dedup_ttl / 8))
 end
 
 -- Remember a new event's id: false if it was seen before.

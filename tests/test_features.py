@@ -210,6 +210,8 @@ def test_ids_older_than_the_dedup_window_in_event_time_are_forgotten_and_their_r
     # offset 16 prunes e0 and e1: older than the window, and scored; e2 is not scored yet
     apply(store, later, first_offset=3)
     marks = {k.decode(): v.decode() for k, v in redis_conn.hgetall("dedup:u1").items()}
+    # field '': the next prune is due an eighth of the window after the newest then (e15)
+    assert float(marks.pop("")) == T0 + DEDUP_WINDOW_S + 75 + DEDUP_WINDOW_S / 8
     assert sorted(marks, key=lambda k: int(k[1:])) == [f"e{n}" for n in range(2, 20)]
     assert marks["e5"] == f"{int(T0) + DEDUP_WINDOW_S + 60 + 5}|0@5"  # second|partition@offset
     assert 0 < redis_conn.ttl("dedup:u1") <= DEDUP_WINDOW_S
