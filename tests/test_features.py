@@ -196,13 +196,21 @@ def test_repeated_event_id_at_a_new_offset_is_a_dup_and_not_counted(store, redis
 DEDUP_WINDOW_S = 3600
 
 
+def dedup_store(client) -> FeatureStore:
+    """Lateness LATENESS_S, de-duplication window DEDUP_WINDOW_S."""
+    objectives = {name: objective.model_copy(update={"allowed_lateness_s": LATENESS_S})
+                  for name, objective in DEFAULT_OBJECTIVES.items()}
+    return FeatureStore(client, load_settings(objectives=objectives, dedup_ttl_s=DEDUP_WINDOW_S))
+
+
+def dedup_ids(client, user: str = "u1") -> set[str]:
+    return {k.decode() for k in client.hkeys(f"dedup:{user}")} - {""}
+
+
 def test_ids_older_than_the_dedup_window_in_event_time_are_forgotten_and_their_repeats_late(
     redis_conn,
 ):
-    objectives = {name: objective.model_copy(update={"allowed_lateness_s": LATENESS_S})
-                  for name, objective in DEFAULT_OBJECTIVES.items()}
-    store = FeatureStore(redis_conn, load_settings(objectives=objectives,
-                                                   dedup_ttl_s=DEDUP_WINDOW_S))
+    store = dedup_store(redis_conn)
     old = [ev(n, "click", dt=n) for n in range(3)]
     apply(store, old)
     redis_conn.set(f"wm:scores:{TOPIC}:0", 1)  # e0, e1 scored: a restart resumes after them
@@ -223,6 +231,21 @@ def test_ids_older_than_the_dedup_window_in_event_time_are_forgotten_and_their_r
         b"20", b"1", b"1")
     late_mark = f"{int(T0) + DEDUP_WINDOW_S + 79}|0@20<".encode()  # newest then, origin
     assert redis_conn.hget("dedup:u1", "e0").startswith(late_mark)
+
+
+def test_a_users_ids_are_pruned_at_most_once_per_eighth_of_the_window(redis_conn):
+    """A busy user's hash is read whole a few times per window, not every 16th offset."""
+    store = dedup_store(redis_conn)
+    clicks = lambda first, stop, dt: [ev(n, "click", dt=dt + n)  # noqa: E731
+                                      for n in range(first, stop)]
+    apply(store, clicks(0, 3, 0))
+    apply(store, clicks(3, 17, DEDUP_WINDOW_S + 60), first_offset=3)  # offset 16 prunes:
+    assert {"e0", "e1", "e2"} <= dedup_ids(redis_conn)  # e0-e2 old, but not scored yet
+    redis_conn.set(f"wm:scores:{TOPIC}:0", 16)  # now they are
+    apply(store, clicks(17, 33, DEDUP_WINDOW_S + 60), first_offset=17)
+    assert {"e0", "e1", "e2"} <= dedup_ids(redis_conn)  # offset 32: no prune due yet
+    apply(store, clicks(33, 49, DEDUP_WINDOW_S + 60 + DEDUP_WINDOW_S / 8), first_offset=33)
+    assert dedup_ids(redis_conn) == {f"e{n}" for n in range(3, 49)}  # offset 48: due
 
 
 def test_markers_of_the_previous_layout_still_catch_repeats_and_replays(store, redis_conn):
