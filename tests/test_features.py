@@ -71,11 +71,12 @@ def assert_close(actual: dict, expected: dict) -> None:
 SPREAD_S = 3 * 86_400  # event times of one generated history
 
 
-def lenient_store(client, lateness_s: int = SPREAD_S) -> FeatureStore:
-    """A store whose objectives allow ``lateness_s``: out-of-order events within it apply."""
+def lenient_store(client, lateness_s: int = SPREAD_S, **overrides: object) -> FeatureStore:
+    """A store whose objectives allow ``lateness_s``: out-of-order events within it apply
+    (``overrides``: other settings)."""
     objectives = {name: objective.model_copy(update={"allowed_lateness_s": lateness_s})
                   for name, objective in DEFAULT_OBJECTIVES.items()}
-    return FeatureStore(client, load_settings(objectives=objectives))
+    return FeatureStore(client, load_settings(objectives=objectives, **overrides))
 
 
 event_specs = st.lists(
@@ -198,9 +199,7 @@ DEDUP_WINDOW_S = 3600
 
 def dedup_store(client) -> FeatureStore:
     """Lateness LATENESS_S, de-duplication window DEDUP_WINDOW_S."""
-    objectives = {name: objective.model_copy(update={"allowed_lateness_s": LATENESS_S})
-                  for name, objective in DEFAULT_OBJECTIVES.items()}
-    return FeatureStore(client, load_settings(objectives=objectives, dedup_ttl_s=DEDUP_WINDOW_S))
+    return lenient_store(client, LATENESS_S, dedup_ttl_s=DEDUP_WINDOW_S)
 
 
 def dedup_ids(client, user: str = "u1") -> set[str]:
