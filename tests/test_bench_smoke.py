@@ -74,3 +74,30 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     assert {row["name"] for row in result["targets"]} >= {"consumer, one process", "learner"}
     assert all(row["met"] in (True, False) for row in result["targets"])
     assert "| consumer, one process |" in done.stdout
+
+
+def _redis_cost(*args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "redis_cost.py"), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return orjson.loads(done.stdout.splitlines()[-1])
+
+
+def test_redis_cost_runs_the_consumers_redis_steps_and_measures_a_replacement_script(
+        tmp_path: Path) -> None:
+    real = _redis_cost("--impressions", "8000", "--users", "2000", "--items", "500")
+    assert real["events"] > 8000  # the impressions and their clicks
+    assert real["examples"] > 0  # windows closed: the join ran
+    assert real["keys"] > 2000
+    assert 0 < real["batch_script_cpu_us_per_event"] <= real["redis_cpu_us_per_event"]
+    assert real["python_us_per_event"] > 0 and real["redis_bytes_per_active_user"] > 0
+
+    # a batch script that applies nothing: no features, snapshots, scores or examples
+    noop = tmp_path / "noop.lua"
+    noop.write_text("redis.call('SET', KEYS[1], '0')\nreturn '[-1,[]]'\n")
+    empty = _redis_cost("--impressions", "1000", "--users", "200", "--items", "50",
+                        "--lua", str(noop))
+    assert empty["examples"] == 0
+    assert empty["keys"] <= 2  # the watermark, and the score script's
