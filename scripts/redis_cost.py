@@ -59,6 +59,8 @@ TOPIC, PARTITION = "interactions", 0
 
 def main() -> None:
     args = parse_args()
+    for name in [k for k in os.environ if k.startswith("LEARNLOOP_")]:
+        del os.environ[name]  # the bench's settings, whatever this shell has set
     settings = demo_settings(load_settings())
     if args.lua:
         features._SCRIPT = args.lua.read_text()  # the FeatureStore below registers it
@@ -74,7 +76,10 @@ def main() -> None:
                 result["redis_instructions_per_event"] = round(
                     instructions(profile) / result["events"])
         finally:
-            client.shutdown(nosave=True) if profile is not None else server.terminate()
+            if profile is not None:
+                client.shutdown(nosave=True)  # callgrind writes its last dump on exit
+            else:
+                server.terminate()
             server.wait(60)
     print(orjson.dumps(result).decode())
 
