@@ -81,7 +81,8 @@ def bundled_redis_server() -> str | None:
     return None
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout_s: float) -> None:
+def wait_for_port(port: int, process: subprocess.Popen, name: str, timeout_s: float) -> None:
+    """Return once ``process`` listens on ``port``; raise if it exits or the time is up."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -143,7 +144,7 @@ class EmbeddedStack:
                 "--maxmemory-policy", "noeviction", *REDIS_TUNING, *self.redis_args,
             ])))
             for port, name, process in started:
-                _wait_for_port(port, process, name, timeout_s)
+                wait_for_port(port, process, name, timeout_s)
         except BaseException:
             self.stop()
             raise

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import orjson
 import redis
+from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,19 +41,21 @@ from benchlib.workload import Workload  # noqa: E402
 import models  # noqa: E402
 from consumers.interactions import APPLY_CHUNK  # noqa: E402
 from learnloop import features  # noqa: E402
+from learnloop.connect import redis_client  # noqa: E402
 from learnloop.demo import demo_settings  # noqa: E402
 from learnloop.embedded import (  # noqa: E402
     REDIS_TUNING,
     bundled_redis_server,
     free_port,
     redis_server_binary,
+    wait_for_port,
 )
 from learnloop.events import Event, EventDecoder  # noqa: E402
 from learnloop.features import FeatureStore, outbox_key  # noqa: E402
 from learnloop.featurize import Featurizer  # noqa: E402
 from learnloop.outbox import Outbox  # noqa: E402
 from learnloop.scoring import Scorer, ScoreWriter  # noqa: E402
-from learnloop.settings import load_settings  # noqa: E402
+from learnloop.settings import Settings, load_settings  # noqa: E402
 
 TOPIC, PARTITION = "interactions", 0
 
@@ -65,7 +68,7 @@ def main() -> None:
     if args.lua:
         features._SCRIPT = args.lua.read_text()  # the FeatureStore below registers it
     with tempfile.TemporaryDirectory(prefix="learnloop-redis-cost-") as workdir:
-        server, client, profile = start_redis(args, Path(workdir))
+        server, client, profile = start_redis(args, settings, Path(workdir))
         try:
             events = decoded_events(settings, Workload(args.users, args.items, args.impressions))
             if profile is not None:
@@ -76,10 +79,8 @@ def main() -> None:
                 result["redis_instructions_per_event"] = round(
                     instructions(profile) / result["events"])
         finally:
-            if profile is not None:
-                client.shutdown(nosave=True)  # callgrind writes its last dump on exit
-            else:
-                server.terminate()
+            client.close()
+            server.terminate()  # under valgrind too: the profile was dumped above
             server.wait(60)
     print(orjson.dumps(result).decode())
 
@@ -96,9 +97,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def start_redis(args: argparse.Namespace, workdir: Path):
-    """A redis-server with the embedded stack's settings; under callgrind if asked (then
-    also the path its profile will be dumped to)."""
+def start_redis(args: argparse.Namespace, settings: Settings, workdir: Path):
+    """A redis-server with the embedded stack's settings, and a client for it made as
+    learnloop makes them; under callgrind if asked (then also the path its profile will be
+    dumped to)."""
     port = free_port()
     binary, profile, prefix = redis_server_binary(), None, []
     if args.callgrind:
@@ -109,16 +111,9 @@ def start_redis(args: argparse.Namespace, workdir: Path):
         [*prefix, binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(workdir), *REDIS_TUNING],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.ping()
-            return server, client, profile
-        except redis.ConnectionError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"redis-server did not start ({binary})") from None
-            time.sleep(0.1)
+    wait_for_port(port, server, "redis-server", timeout_s=60)
+    url = SecretStr(f"redis://127.0.0.1:{port}/0")
+    return server, redis_client(settings.model_copy(update={"redis_url": url})), profile
 
 
 def decoded_events(settings, workload: Workload) -> list[Event]:
