@@ -2,7 +2,8 @@
 
 The path of one batch of one partition, top to bottom (:meth:`InteractionsConsumer.process_poll`
 takes every partition of a poll through each step together: one Redis round trip and one
-Kafka flush per step):
+Kafka flush per step; while Redis applies a poll, the one before is scored and the one
+before that finished, so Redis is not left waiting for the next poll):
 
 1. decode + validate every record; a bad one goes to the dead-letter topic (flushed
    before anything else, so it is never lost);
@@ -95,6 +96,7 @@ class InteractionsConsumer:
         self.consumer = KafkaConsumer(**consumer_options(settings, settings.consumer_group, NAME))
         self._applier = ThreadPoolExecutor(1, thread_name_prefix="learnloop-apply")
         self._tailer = ThreadPoolExecutor(1, thread_name_prefix="learnloop-tail")
+        self._submitted: _Poll | None = None  # sent to Redis, not scored yet
         self._unfinished: list[_Chunk] = []  # applied and scored; tail not started
         self._tail: _Tail | None = None  # a poll's tail on the tail thread
         self.producer = KafkaProducer(
@@ -121,52 +123,76 @@ class InteractionsConsumer:
         )
 
     def poll_once(self) -> int:
-        """One poll, processed; returns the number of records it held. While a poll's
-        tail is unfinished the next poll does not wait: an empty one finishes it."""
-        batch = self.consumer.poll(
-            timeout_ms=0 if self._unfinished or self._tail else self.settings.poll_timeout_ms,
-            max_records=self.settings.max_poll_records,
-        )
+        """One poll, processed; returns the number of records it held. While a poll is
+        in flight the next poll does not wait: an empty one finishes everything."""
+        busy = self._submitted or self._unfinished or self._tail
+        batch = self.consumer.poll(timeout_ms=0 if busy else self.settings.poll_timeout_ms,
+                                   max_records=self.settings.max_poll_records)
         if batch:
             self.process_poll(batch)
         else:
-            self.finish()
+            self.drain()
         self._update_lag()
         self._reload_champion()
         return sum(len(records) for records in batch.values())
 
     def process_poll(self, batch: dict[TopicPartition, list]) -> None:
-        """Apply and score every partition of one poll; its tail (:meth:`finish`) runs
-        when the next poll has been sent to Redis, or at once if the next poll is empty.
+        """Send one poll to Redis, then score the poll sent before it; a poll's tail
+        (:meth:`finish`) runs when the next one is scored, or at once if the next poll
+        is empty (:meth:`drain`).
 
         The poll is cut into chunks of ``APPLY_CHUNK`` records, each one atomic Lua call
-        that a worker thread sends while this thread scores the chunks already applied
-        and finishes the poll before — so Redis and Python work at the same time. Every
-        step keeps its order per partition: dead letters flushed before the apply, scores
-        flushed before the scored watermark moves, examples sent before the outbox is
-        trimmed; a poll's apply may start before the previous poll's tail is done, which
-        moves nothing the tail relies on (the outbox is trimmed by source)."""
+        that a worker thread sends in order while this thread scores the chunks already
+        applied and the tail thread finishes the poll before — so Redis and Python work
+        at the same time, and Redis has this poll's chunks queued while the previous
+        poll's last chunk is scored and the next poll fetched. Every step keeps its order
+        per partition: dead letters flushed before the apply, scores flushed before the
+        scored watermark moves, examples sent before the outbox is trimmed; a poll's
+        apply may start before the previous polls are scored and finished, which moves
+        nothing they rely on (a replayed offset returns its stored snapshot, the outbox
+        is trimmed by source)."""
         with self.metrics.batch_seconds.time():
-            chunks = [chunk for tp, records in batch.items() for chunk in self._decode(tp, records)]
-            if not chunks:
-                self.finish()
-                return
-            # 1. Dead letters first, flushed: a crash after this re-sends, never loses.
-            if self._send_rejections(chunks):
-                self.producer.flush()
-            # 2. Features and watermarks, one atomic Lua call per chunk, on the worker…
-            futures = self._submit(chunks)
-            # …while the tail thread finishes the previous poll and 3. this one scores.
+            submitted, self._submitted = self._submitted, self._send(batch)
+            if submitted is not None:
+                self._score_poll(submitted)
+
+    def drain(self) -> None:
+        """Finish everything in flight: the poll sent to Redis scored, then :meth:`finish`."""
+        submitted, self._submitted = self._submitted, None
+        if submitted is not None:
+            self._score_poll(submitted)
+        self.finish()
+
+    def _send(self, batch: dict[TopicPartition, list]) -> _Poll | None:
+        """Decode a poll and send it to Redis (None if nothing in it is to be applied)."""
+        chunks = [chunk for tp, records in batch.items() for chunk in self._decode(tp, records)]
+        if not chunks:
+            return None
+        # 1. Dead letters first, flushed: a crash after this re-sends, never loses.
+        if self._send_rejections(chunks):
+            self.producer.flush()
+        # 2. Features and watermarks, one atomic Lua call per chunk, on the worker.
+        return _Poll(chunks, self._submit(chunks))
+
+    def _score_poll(self, submitted: _Poll) -> None:
+        """3. Score a poll sent to Redis, chunk by chunk as applied, while the tail thread
+        finishes the poll scored before it. On an error the poll sent after it is dropped
+        too: finishing that one would move the scored watermark past this one's scores."""
+        try:
             self._start_tail()
-            self._unfinished = self._collect_and_score(chunks, futures)
-            crash_point("interactions.applied")
+            self._unfinished = self._collect_and_score(submitted.chunks, submitted.futures)
+        except BaseException:
+            self._submitted = None
+            raise
+        crash_point("interactions.applied")
 
     def finish(self, commit: bool = True) -> None:
-        """Finish every poll processed, here and now: the tail in flight, then the last
+        """Finish every poll scored, here and now: the tail in flight, then the last
         poll's (see :meth:`_finish_tail`); offsets committed unless ``commit`` is False
         (a rebalance callback: kafka-python runs those on its IO thread while ``poll``
         or ``close`` blocks the main thread, and a commit there cannot block on that IO
-        thread; the Redis watermarks decide where a partition resumes anyway)."""
+        thread; the Redis watermarks decide where a partition resumes anyway). A poll
+        sent to Redis and not scored stays in flight (see :meth:`drain`, :meth:`resume`)."""
         offsets = self._end_tail()
         chunks, self._unfinished = self._unfinished, []
         if chunks:
@@ -187,15 +213,16 @@ class InteractionsConsumer:
 
     def _end_tail(self) -> dict[TopicPartition, OffsetAndMetadata]:
         """Wait for the tail in flight; its offsets to commit. Its error is raised here,
-        and the poll scored after it is dropped unfinished: finishing it would move the
-        scored watermark past the failed tail's scores (a restart replays both)."""
+        and the polls scored and sent after it are dropped unfinished: finishing them
+        would move the scored watermark past the failed tail's scores (a restart replays
+        them all)."""
         tail, self._tail = self._tail, None
         if tail is None:
             return {}
         try:
             tail.future.result()
         except BaseException:
-            self._unfinished = []
+            self._unfinished, self._submitted = [], None
             raise
         return tail.offsets
 
@@ -428,7 +455,11 @@ class InteractionsConsumer:
 
     def resume(self, partitions: list[TopicPartition], rewind: bool = False) -> None:
         """Seek each partition to just after its Redis scored watermark (when newly
-        assigned, or — ``rewind`` — when Redis turned out to be behind a batch)."""
+        assigned, or — ``rewind`` — when Redis turned out to be behind a batch, while
+        scoring: the poll sent after it stays in flight, its chunks of these partitions
+        refused or replayed like any redelivery)."""
+        if not rewind:  # assigned (a rebalance callback): see forget
+            self._submitted = None
         self.finish(commit=False)  # the last poll's tail first: it moves the watermarks
         for tp in partitions:
             scored = self.redis.get(scored_watermark_key(tp.topic, tp.partition))
@@ -469,7 +500,12 @@ class InteractionsConsumer:
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Drop state of partitions this member no longer owns (and their lag gauges),
-        after finishing the last poll's tail while they are still ours."""
+        after finishing the polls scored while they are still ours. A poll sent to Redis
+        and not scored is dropped, not scored here (a rebalance callback runs on
+        kafka-python's IO thread, which scoring could need): its partitions resume after
+        their scored watermarks, wherever they go, so it is replayed — its snapshots as
+        stored — never lost."""
+        self._submitted = None
         self.finish(commit=False)
         for tp in partitions:
             self.applied.pop(tp, None)
@@ -506,9 +542,9 @@ class InteractionsConsumer:
                 self.metrics.lag_seconds.labels(tp.topic, str(tp.partition)).set(now - newest)
 
     def close(self) -> None:
-        """Finish the last poll, flush what is pending and leave the consumer group."""
+        """Finish what is in flight, flush what is pending and leave the consumer group."""
         try:
-            self.finish()
+            self.drain()
             self.producer.flush(timeout=10)
         finally:
             self._applier.shutdown()
@@ -542,6 +578,14 @@ def _offsets(chunks: list[_Chunk]) -> dict[TopicPartition, OffsetAndMetadata]:
     """The offsets to commit once ``chunks`` are finished: each partition's next record."""
     return {chunk.tp: OffsetAndMetadata(chunk.records[-1].offset + 1, "", -1)
             for chunk in chunks}
+
+
+@dataclass(slots=True)
+class _Poll:
+    """A poll's chunks sent to Redis (their Lua calls' futures) and not scored yet."""
+
+    chunks: list[_Chunk]
+    futures: list[Future]
 
 
 @dataclass(slots=True)

@@ -159,3 +159,39 @@ def test_a_failed_tail_stops_the_consumer_and_a_restart_scores_everything(
     wait_for(lambda: scored_up_to(redis_conn, topic, ends), what="the restart to score both")
     assert restarted.sample("learnloop_scores_published_total", model=small.champion) == EXPOSURES
     assert redis_conn.hget("stats:interactions", "events") == str(N).encode()
+
+
+def test_an_error_scoring_a_poll_drops_the_poll_sent_after_it(
+    settings, producer, start_consumer, redis_conn
+):
+    """While a poll is scored the next one is already applied in Redis: when scoring
+    fails, closing must not finish that next poll (its scored watermark would pass the
+    failed poll's exposures), so a restart scores every exposure."""
+    small = settings.model_copy(update={"max_poll_records": 40})  # several polls in a row
+    ends = publish(producer, small.topic_interactions)
+    worker = InteractionsConsumer(small, redis_client(small), CollectorRegistry())
+    score, chunks = worker._score, []
+
+    def failing(chunk) -> None:
+        chunks.append(chunk)
+        if len(chunks) == 3:
+            raise RuntimeError("scoring failed")
+        score(chunk)
+
+    worker._score = failing
+    try:
+        worker.subscribe()
+        with pytest.raises(RuntimeError, match="scoring failed"):
+            wait_for(lambda: worker.poll_once() < 0, 60, "the scoring error")
+    finally:
+        worker.close()
+    topic = small.topic_interactions
+    failed = chunks[-1]
+    scored = redis_conn.get(scored_watermark_key(topic, failed.tp.partition))
+    assert scored is None or int(scored) < failed.records[0].offset
+
+    start_consumer(small)
+    wait_for(lambda: scored_up_to(redis_conn, topic, ends), what="the restart to score both")
+    sources = {orjson.loads(record.value)["source"] for record in read_topic(
+        small.kafka_bootstrap, small.topic_scores, 2 * EXPOSURES, timeout_s=5)}
+    assert len(sources) == EXPOSURES
