@@ -111,12 +111,13 @@ local function write_features()
   end
 end
 
--- The decayed fields an event type counts into: {hl, count = 'click|3600', sum = …}.
+-- The decayed fields an event type counts into: {hl, count = 'click|3600', sum = …}, and
+-- (field `last`) the name of its newest time, 'last|click'.
 local type_fields = {}
 local function fields_of(kind)
   local fields = type_fields[kind]
   if not fields then
-    fields = {}
+    fields = { last = 'last|' .. kind }
     for _, hl in ipairs(half_lives) do
       fields[#fields + 1] = { hl = hl, count = kind .. '|' .. hl, sum = kind .. '|sum|' .. hl }
     end
@@ -139,7 +140,7 @@ local function apply(key, state, ev)
     for field, value in pairs(state) do
       local hl = half_life_of(field)
       if hl then
-        state[field] = value * math.pow(2, -(ev.t - base) / hl)
+        state[field] = value * 2 ^ (-(ev.t - base) / hl)
         changed[field] = true
       end
     end
@@ -149,8 +150,9 @@ local function apply(key, state, ev)
     state['b'] = base
     changed['b'] = true
   end
-  for _, field in ipairs(fields_of(ev.k)) do
-    local weight = math.pow(2, (ev.t - base) / field.hl)
+  local fields = fields_of(ev.k)
+  for _, field in ipairs(fields) do
+    local weight = 2 ^ ((ev.t - base) / field.hl)
     local count = field.count
     state[count] = (state[count] or 0) + weight
     changed[count] = true
@@ -164,7 +166,7 @@ local function apply(key, state, ev)
     state['t'] = ev.t
     changed['t'] = ev.s
   end
-  local last = 'last|' .. ev.k
+  local last = fields.last
   if state[last] == nil or ev.t > state[last] then
     state[last] = ev.t
     changed[last] = ev.s
@@ -220,7 +222,7 @@ local function snapshot(current, at)
           if hl then
             local factor = factors[hl]
             if not factor then
-              factor = math.pow(2, -(when - base) / hl)
+              factor = 2 ^ (-(when - base) / hl)
               factors[hl] = factor
             end
             value = value * factor
