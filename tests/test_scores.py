@@ -22,7 +22,9 @@ def write(client, writer: ScoreWriter, scores: dict[str, float], first_offset: i
     return first_offset + len(batch)
 
 
-def test_the_top_set_holds_the_k_best_items_and_its_ttl(settings, redis_conn):
+def test_the_top_set_keeps_each_items_latest_score_and_drops_the_lowest_past_k(
+    settings, redis_conn
+):
     k = 5
     writer = ScoreWriter(redis_conn, settings.model_copy(update={"top_k": k}))
     redis_conn.script_load(writer.script.script)
