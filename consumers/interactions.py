@@ -213,16 +213,16 @@ class InteractionsConsumer:
 
     def _end_tail(self) -> dict[TopicPartition, OffsetAndMetadata]:
         """Wait for the tail in flight; its offsets to commit. Its error is raised here,
-        and the polls scored and sent after it are dropped unfinished: finishing them
-        would move the scored watermark past the failed tail's scores (a restart replays
-        them all)."""
+        and the poll scored after it is dropped unfinished: finishing it would move the
+        scored watermark past the failed tail's scores (a restart replays both; the poll
+        sent after that is dropped by :meth:`_score_poll`, where the error surfaces)."""
         tail, self._tail = self._tail, None
         if tail is None:
             return {}
         try:
             tail.future.result()
         except BaseException:
-            self._unfinished, self._submitted = [], None
+            self._unfinished = []
             raise
         return tail.offsets
 
