@@ -124,17 +124,23 @@ class InteractionsConsumer:
 
     def poll_once(self) -> int:
         """One poll, processed; returns the number of records it held. While a poll is
-        in flight the next poll does not wait: an empty one finishes everything."""
+        in flight the next poll does not wait: an empty one finishes everything. A poll
+        that was not full (the consumer has caught up) is scored at once, its tail
+        started: holding it for the next poll would only add that poll's time to its
+        latency."""
         busy = self._submitted or self._unfinished or self._tail
         batch = self.consumer.poll(timeout_ms=0 if busy else self.settings.poll_timeout_ms,
                                    max_records=self.settings.max_poll_records)
+        held = sum(len(records) for records in batch.values())
         if batch:
             self.process_poll(batch)
+            if held < self.settings.max_poll_records:
+                self.hurry()
         else:
             self.drain()
         self._update_lag()
         self._reload_champion()
-        return sum(len(records) for records in batch.values())
+        return held
 
     def process_poll(self, batch: dict[TopicPartition, list]) -> None:
         """Send one poll to Redis, then score the poll sent before it; a poll's tail
@@ -155,6 +161,13 @@ class InteractionsConsumer:
             submitted, self._submitted = self._submitted, self._send(batch)
             if submitted is not None:
                 self._score_poll(submitted)
+
+    def hurry(self) -> None:
+        """Score the poll sent to Redis now and start its tail on the tail thread."""
+        submitted, self._submitted = self._submitted, None
+        if submitted is not None:
+            self._score_poll(submitted)
+        self._start_tail()
 
     def drain(self) -> None:
         """Finish everything in flight: the poll sent to Redis scored, then :meth:`finish`."""

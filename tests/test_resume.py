@@ -195,3 +195,24 @@ def test_an_error_scoring_a_poll_drops_the_poll_sent_after_it(
     sources = {orjson.loads(record.value)["source"] for record in read_topic(
         small.kafka_bootstrap, small.topic_scores, 2 * EXPOSURES, timeout_s=5)}
     assert len(sources) == EXPOSURES
+
+
+def test_a_poll_that_was_not_full_is_scored_without_waiting_for_the_next_poll(
+    settings, producer, redis_conn
+):
+    """A consumer that has caught up scores what it polled at once: the scores of a
+    poll that held fewer than ``max_poll_records`` become visible with no further poll
+    (a full poll is held until the next one is sent to Redis: throughput)."""
+    topic = settings.topic_interactions
+    for n in range(20):
+        producer.send(topic, key=b"u1", partition=0, value=event(n, user="u1", item=f"i{n}"))
+    producer.flush()
+    worker = InteractionsConsumer(settings, redis_client(settings), CollectorRegistry())
+    try:
+        worker.subscribe()
+        held = wait_for(lambda: worker.poll_once(), 60, "a poll with records")
+        assert held < settings.max_poll_records
+        wait_for(lambda: redis_conn.get(scored_watermark_key(topic, 0)) == str(held - 1).encode(),
+                 10, "its scores, with no further poll")
+    finally:
+        worker.close()
