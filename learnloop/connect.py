@@ -7,6 +7,7 @@ built with :func:`kafka_security`, so credentials and TLS are configured in one 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import secrets
 from collections.abc import Iterator
@@ -167,6 +168,13 @@ def admin_client(settings: Settings, timeout_ms: int = 30_000) -> KafkaAdminClie
             f": {type(exc).__name__}; check the address, LEARNLOOP_KAFKA_SECURITY_PROTOCOL "
             "and the SASL / TLS settings"
         ) from None
+
+
+def kafka_crcs_in_c() -> bool:
+    """Whether kafka-python checks and writes record CRCs with the ``crc32c`` C extension
+    (a core dependency, ``kafka-python[crc32c]``); in pure Python they cost the
+    interactions consumer about as much CPU again as everything else it does."""
+    return importlib.util.find_spec("crc32c") is not None  # kafka-python's test too
 
 
 def consumer_options(settings: Settings, group: str, name: str) -> dict:

@@ -8,7 +8,7 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
-from learnloop.connect import redis_client
+from learnloop.connect import kafka_crcs_in_c, redis_client
 from learnloop.metrics import serve
 from learnloop.settings import Settings
 
@@ -41,8 +41,16 @@ def build_consumer(name: str, settings: Settings, registry: CollectorRegistry):
     raise ValueError(f"no consumer named {name!r}")
 
 
+def warn_if_crcs_in_python() -> None:
+    """Say so in the log when kafka-python would check record CRCs in pure Python."""
+    if not kafka_crcs_in_c():
+        log.warning("kafka-python checks record CRCs in pure Python (about twice the "
+                    "consumer's CPU): install learnloop's dependencies, or pip install crc32c")
+
+
 def run_consumers(names: list[str], settings: Settings, stop: threading.Event) -> None:
     """Serve one ``/metrics`` and run the named consumers (threads) until ``stop`` is set."""
+    warn_if_crcs_in_python()
     registry = CollectorRegistry()
     port = serve(registry, settings.metrics_host, settings.metrics_port)
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)

@@ -37,6 +37,7 @@ def load_average() -> list[float]:
 def describe(client: redis.Redis) -> dict:
     """The machine and software versions; ``client`` is the embedded Redis."""
     server = client.info("server")
+    from learnloop.connect import kafka_crcs_in_c
     from learnloop.embedded import tansu_binary
 
     return {
@@ -48,6 +49,7 @@ def describe(client: redis.Redis) -> dict:
         "river": _version("river"),
         "redis_py": _version("redis"),
         "kafka_python": _version("kafka-python"),
+        "kafka_crcs_in_c": kafka_crcs_in_c(),  # the crc32c extension: half the consumer's CPU
         "orjson": _version("orjson"),
         "redis_server": server.get("redis_version", "unknown"),
         "kafka_broker": Path(tansu_binary()).name,

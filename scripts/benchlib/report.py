@@ -85,7 +85,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"learnloop bench ({result['mode']}) on {machine['cpu_model']}, {machine['cores']} "
         f"cores, Python {machine['python']}, river {machine['river']}, redis-py "
-        f"{machine['redis_py']}, kafka-python {machine['kafka_python']}, redis-server "
+        f"{machine['redis_py']}, kafka-python {machine['kafka_python']} (CRCs in "
+        f"{'C' if machine.get('kafka_crcs_in_c') else 'pure Python'}), redis-server "
         f"{machine['redis_server']}, {machine['kafka_broker']}; load average "
         f"{machine['load_average_at_start']} → {machine.get('load_average_at_end')}",
         "",
