@@ -3,7 +3,8 @@
 The path of one batch of one partition, top to bottom (:meth:`InteractionsConsumer.process_poll`
 takes every partition of a poll through each step together: one Redis round trip and one
 Kafka flush per step; while Redis applies a poll, the one before is scored and the one
-before that finished, so Redis is not left waiting for the next poll):
+before that finished, so Redis is not left waiting for the next poll — unless the poll
+was not full: a consumer that has caught up scores it at once):
 
 1. decode + validate every record; a bad one goes to the dead-letter topic (flushed
    before anything else, so it is never lost);
