@@ -165,17 +165,19 @@ class InteractionsConsumer:
 
     def hurry(self) -> None:
         """Score the poll sent to Redis now and start its tail on the tail thread."""
-        submitted, self._submitted = self._submitted, None
-        if submitted is not None:
-            self._score_poll(submitted)
+        self._score_submitted()
         self._start_tail()
 
     def drain(self) -> None:
         """Finish everything in flight: the poll sent to Redis scored, then :meth:`finish`."""
+        self._score_submitted()
+        self.finish()
+
+    def _score_submitted(self) -> None:
+        """Score the poll sent to Redis and not scored yet, if there is one."""
         submitted, self._submitted = self._submitted, None
         if submitted is not None:
             self._score_poll(submitted)
-        self.finish()
 
     def _send(self, batch: dict[TopicPartition, list]) -> _Poll | None:
         """Decode a poll and send it to Redis (None if nothing in it is to be applied)."""
